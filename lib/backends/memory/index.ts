@@ -1,0 +1,1 @@
+export { MemoryLockBackend, type MemoryLockBackendOptions } from './memory-lock-backend';

@@ -1,0 +1,77 @@
+/**
+ * Every error this library throws extends LockError, so `instanceof LockError` catches them all and `code`
+ * survives serialisation (logs, RPC) where the class does not.
+ */
+export abstract class LockError extends Error {
+  abstract readonly code: string;
+
+  protected constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The key was still held by another owner when `waitTimeout` ran out (or on the single try when it is 0). */
+export class LockUnavailableError extends LockError {
+  readonly code = 'LOCK_UNAVAILABLE';
+
+  constructor(
+    readonly key: string,
+    /** How long this call waited before giving up, in ms. */
+    readonly waitedMs: number,
+    /** When the store knows it: ms until the holder's lease runs out. Feeds HTTP Retry-After. */
+    readonly retryAfterMs: number | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The lock stopped being ours while we held it: it expired, an extension failed, or its session ended. */
+export class LockLostError extends LockError {
+  readonly code = 'LOCK_LOST';
+
+  constructor(
+    readonly key: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** One store node's failure, kept so a quorum failure shows what each node said. */
+export interface LockBackendNodeFailure {
+  readonly node: string;
+  readonly error: unknown;
+}
+
+/** The store could not be asked: unreachable, timed out, quorum not reached, or already closed. */
+export class LockBackendError extends LockError {
+  readonly code = 'LOCK_BACKEND';
+
+  constructor(
+    readonly backend: string,
+    message: string,
+    readonly nodeFailures: readonly LockBackendNodeFailure[] = [],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * Options, keys or key templates that can never work. Thrown at bootstrap for everything knowable then
+ * (module options, decorator options, templates); at call time only for what depends on the call's arguments.
+ */
+export class LockConfigurationError extends LockError {
+  readonly code = 'LOCK_CONFIGURATION';
+
+  constructor(
+    /** The option or input at fault, e.g. `ttl`, `key`, `backends.cache`, `@Locked(OrderService.pay)`. */
+    readonly option: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}

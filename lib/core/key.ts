@@ -1,0 +1,40 @@
+import { LockConfigurationError } from './errors';
+import { messages } from './messages';
+
+/** Longest key accepted, keyPrefix included, in UTF-16 code units (JavaScript string length). */
+export const MAX_KEY_LENGTH = 1024;
+
+/** Throws unless `key` is a usable lock key; returns it as stored (prefixed). */
+export function toStoredKey(key: unknown, prefix: string): string {
+  if (typeof key !== 'string') throw new LockConfigurationError('key', messages.key.notString(key));
+  if (key.length === 0) throw new LockConfigurationError('key', messages.key.empty());
+  const stored = prefix + key;
+  if (stored.length > MAX_KEY_LENGTH) {
+    throw new LockConfigurationError('key', messages.key.tooLong(stored.length, MAX_KEY_LENGTH));
+  }
+  if (key.includes('\u0000')) throw new LockConfigurationError('key', messages.key.nul());
+  return stored;
+}
+
+export interface KeyPair {
+  /** As the caller wrote it. */
+  readonly key: string;
+  /** As the backend stores it: keyPrefix + key. */
+  readonly stored: string;
+}
+
+/**
+ * Validates one key or a list, drops duplicates and sorts by stored key, so that every caller takes a set of
+ * keys in the same order and two callers asking for [a, b] and [b, a] cannot deadlock each other.
+ */
+export function normaliseKeys(keys: string | readonly string[], prefix: string): KeyPair[] {
+  if (typeof keys === 'string') return [{ key: keys, stored: toStoredKey(keys, prefix) }];
+  if (!Array.isArray(keys)) throw new LockConfigurationError('key', messages.key.notString(keys));
+  if (keys.length === 0) throw new LockConfigurationError('key', messages.key.noKeys());
+  const byStored = new Map<string, KeyPair>();
+  for (const key of keys as readonly unknown[]) {
+    const stored = toStoredKey(key, prefix);
+    byStored.set(stored, { key: key as string, stored });
+  }
+  return [...byStored.values()].sort((a, b) => (a.stored < b.stored ? -1 : a.stored > b.stored ? 1 : 0));
+}

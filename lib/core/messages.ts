@@ -1,0 +1,120 @@
+/**
+ * Every sentence a user can read from this library, in one place so that wording stays consistent and each
+ * message says what happened and what to do about it. Keys are quoted with JSON.stringify so control
+ * characters and very long keys cannot garble a log line; they are cut at 200 characters.
+ */
+const quote = (key: string): string => JSON.stringify(key.length > 200 ? `${key.slice(0, 200)}…` : key);
+
+export const messages = {
+  unavailable: (key: string, waitedMs: number) =>
+    waitedMs > 0
+      ? `Lock ${quote(key)} is held by another owner and was not released within the ${waitedMs} ms waitTimeout. ` +
+        `Raise waitTimeout, or use onLocked: 'skip' if another instance doing the work is fine.`
+      : `Lock ${quote(key)} is held by another owner (waitTimeout is 0, so it was tried once). ` +
+        `Set waitTimeout to wait for it, or onLocked: 'skip' to skip the call.`,
+  lostExpired: (key: string) =>
+    `Lock ${quote(key)} was lost: its ttl ran out without an extension. Raise ttl, or leave autoExtend on.`,
+  lostExtendRejected: (key: string) =>
+    `Lock ${quote(key)} was lost: the store no longer holds it for this owner (it expired and may have been ` +
+    `taken by someone else). Work done since may not have been exclusive.`,
+  lostExtendFailed: (key: string) =>
+    `Lock ${quote(key)} was lost: extending it failed and its validity ran out. Check the store's health.`,
+  lostReleaseRejected: (key: string) =>
+    `Lock ${quote(key)} had already expired when it was released, so the work under it may not have been ` +
+    `exclusive. Raise ttl or leave autoExtend on.`,
+  lostByBackend: (key: string, reason: string) => `Lock ${quote(key)} was lost: ${reason}`,
+  lostSibling: (key: string, other: string) =>
+    `Lock ${quote(key)} is given up because ${quote(other)}, taken together with it, was lost.`,
+
+  backendFailed: (backend: string, operation: string) =>
+    `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said; ` +
+    `the lock was not taken (or is left to expire by its ttl).`,
+  serviceClosed: () =>
+    `The lock service has shut down (the application is closing); no new locks are taken.`,
+
+  option: {
+    notObject: (where: string) => `${where} must be an object.`,
+    unknown: (where: string, name: string, known: readonly string[]) =>
+      `${where} has no option "${name}". Known options: ${known.join(', ')}.`,
+    positiveInteger: (name: string, value: unknown) =>
+      `Option "${name}" must be a positive whole number of milliseconds, got ${describe(value)}.`,
+    nonNegativeInteger: (name: string, value: unknown) =>
+      `Option "${name}" must be a whole number of milliseconds ≥ 0, got ${describe(value)}.`,
+    fraction: (name: string, value: unknown) =>
+      `Option "${name}" must be a number from 0 to 1, got ${describe(value)}.`,
+    factor: (name: string, value: unknown) => `Option "${name}" must be a number ≥ 1, got ${describe(value)}.`,
+    boolean: (name: string, value: unknown) => `Option "${name}" must be true or false, got ${describe(value)}.`,
+    oneOf: (name: string, allowed: readonly string[], value: unknown) =>
+      `Option "${name}" must be ${allowed.map((a) => `'${a}'`).join(' or ')} or a function, got ${describe(value)}.`,
+    minHoldOverTtl: (minHold: number, ttl: number) =>
+      `Option "minHold" (${minHold} ms) must not exceed "ttl" (${ttl} ms): the key could not be kept that long. ` +
+      `Raise ttl or lower minHold.`,
+    maxDelayUnderDelay: (delay: number, maxDelay: number) =>
+      `Option "retry.maxDelay" (${maxDelay} ms) must be ≥ "retry.delay" (${delay} ms).`,
+    signal: (value: unknown) => `Option "signal" must be an AbortSignal, got ${describe(value)}.`,
+    unknownBackend: (name: string, known: readonly string[]) =>
+      `No lock backend is named "${name}". Registered backends: ${known.map((k) => `"${k}"`).join(', ') || 'none'}. ` +
+      `Add it to DistributedLockModule.forRoot({ backends }) or fix the backend option.`,
+  },
+
+  key: {
+    notString: (value: unknown) => `A lock key must be a non-empty string, got ${describe(value)}.`,
+    empty: () => `A lock key must be a non-empty string, got "".`,
+    tooLong: (length: number, max: number) =>
+      `A lock key (keyPrefix included) may have at most ${max} characters, got ${length}. ` +
+      `Use a shorter key, e.g. an id or a hash of the long part.`,
+    nul: () => `A lock key must not contain the NUL character (\\u0000): several stores cannot keep it.`,
+    noKeys: () => `At least one lock key is needed, got an empty list.`,
+    notHeld: (key: string, held: readonly string[]) =>
+      `This lock does not hold ${quote(key)}; it holds ${held.map(quote).join(', ')}.`,
+  },
+
+  module: {
+    noBackends: () =>
+      `DistributedLockModule needs at least one backend: forRoot({ backends: { default: new MemoryLockBackend() } }).`,
+    notABackend: (name: string) =>
+      `backends.${name} is not a lock backend: it needs acquire, release, extend, waitForRelease, isLocked and ` +
+      `close methods and a capabilities object (see LockBackend).`,
+    keyPrefix: (value: unknown) => `Option "keyPrefix" must be a string, got ${describe(value)}.`,
+  },
+
+  decorator: {
+    notAMethod: (where: string) =>
+      `@Locked() can only decorate a method, but ${where} is not one (a property, getter or setter). ` +
+      `Move it onto the method that does the work.`,
+    staticMethod: (where: string) =>
+      `@Locked() works on instance methods of Nest providers and controllers; ${where} is static. ` +
+      `Move the work to an instance method, or call LockService.using() inside it.`,
+    badKey: (where: string) =>
+      `@Locked() on ${where} needs a key: a template string like 'order:{0}', a function (...args) => string, ` +
+      `or a non-empty array of them.`,
+    badTemplate: (where: string, template: string, reason: string) =>
+      `@Locked() on ${where} has a bad key template ${quote(template)}: ${reason}`,
+    placeholderBeyondParams: (index: number, count: number) =>
+      `placeholder {${index}} reads argument ${index}, but the method declares ${count} parameter(s). ` +
+      `Placeholders count arguments from 0.`,
+    unresolved: (where: string, template: string, placeholder: string, value: unknown) =>
+      `@Locked() on ${where} could not build its key from ${quote(template)}: {${placeholder}} is ${describe(value)}. ` +
+      `Pass a value there, or use a key function that handles it.`,
+    keyFunctionResult: (where: string, value: unknown) =>
+      `@Locked() on ${where}: the key function returned ${describe(value)}; it must return a non-empty string ` +
+      `or array of strings.`,
+    notBound: (where: string) =>
+      `@Locked() on ${where} was called on an instance that no DistributedLockModule has initialised: it was ` +
+      `created with "new", or the app has not finished bootstrap. Get it from the Nest container (or a testing ` +
+      `module importing DistributedLockModule) so the method runs under its lock.`,
+    undeclaredObservable: (where: string) =>
+      `@Locked() on ${where}: the method returned an Observable but does not declare Observable as its return type, ` +
+      `so the lock could not be held until it completes. Declare the return type, e.g. ": Observable<Order>".`,
+  },
+} as const;
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return quote(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
