@@ -26,7 +26,7 @@ export type {
   LockLostEvent,
   LockReleasedEvent,
 } from './core/events';
-export { MAX_KEY_LENGTH } from './core/key';
+export { MAX_KEY_LENGTH, MAX_KEY_PREFIX_LENGTH } from './core/key';
 export type { Lock } from './core/lock';
 export { LockContext } from './core/lock-context';
 export { LockService, type LockServiceConfig } from './core/lock-service';

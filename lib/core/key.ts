@@ -1,19 +1,20 @@
 import { LockConfigurationError } from './errors';
 import { messages } from './messages';
 
-/** Longest key accepted, keyPrefix included, in UTF-16 code units (JavaScript string length). */
+/** Longest key accepted, keyPrefix not counted, in UTF-16 code units (JavaScript string length). */
 export const MAX_KEY_LENGTH = 1024;
+/** Longest keyPrefix accepted; a backend must store keys of MAX_KEY_LENGTH + MAX_KEY_PREFIX_LENGTH. */
+export const MAX_KEY_PREFIX_LENGTH = 128;
 
 /** Throws unless `key` is a usable lock key; returns it as stored (prefixed). */
 export function toStoredKey(key: unknown, prefix: string): string {
   if (typeof key !== 'string') throw new LockConfigurationError('key', messages.key.notString(key));
   if (key.length === 0) throw new LockConfigurationError('key', messages.key.empty());
-  const stored = prefix + key;
-  if (stored.length > MAX_KEY_LENGTH) {
-    throw new LockConfigurationError('key', messages.key.tooLong(stored.length, MAX_KEY_LENGTH));
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new LockConfigurationError('key', messages.key.tooLong(key.length, MAX_KEY_LENGTH));
   }
   if (key.includes('\u0000')) throw new LockConfigurationError('key', messages.key.nul());
-  return stored;
+  return prefix + key;
 }
 
 export interface KeyPair {
@@ -37,4 +38,13 @@ export function normaliseKeys(keys: string | readonly string[], prefix: string):
     byStored.set(stored, { key: key as string, stored });
   }
   return [...byStored.values()].sort((a, b) => (a.stored < b.stored ? -1 : a.stored > b.stored ? 1 : 0));
+}
+
+/** Checks the keyPrefix option at bootstrap. */
+export function validateKeyPrefix(prefix: unknown): string {
+  if (prefix === undefined) return '';
+  if (typeof prefix !== 'string' || prefix.length > MAX_KEY_PREFIX_LENGTH || prefix.includes('\u0000')) {
+    throw new LockConfigurationError('keyPrefix', messages.module.keyPrefix(prefix, MAX_KEY_PREFIX_LENGTH));
+  }
+  return prefix;
 }

@@ -4,7 +4,7 @@ import { backoffDelay } from './backoff';
 import { type LockClock, systemClock } from './clock';
 import { LockBackendError, LockConfigurationError, LockError, LockUnavailableError } from './errors';
 import type { LockEvent } from './events';
-import { type KeyPair, normaliseKeys } from './key';
+import { type KeyPair, normaliseKeys, validateKeyPrefix } from './key';
 import { LockHandle, type Lock } from './lock';
 import { heldInScope, runInScope } from './lock-context';
 import { type LeaseHost, LockLease } from './lock-lease';
@@ -59,10 +59,7 @@ export class LockService {
       throw new LockConfigurationError('options', messages.option.notObject('DistributedLockModule options'));
     }
     this.backends = validateBackends(config.backends);
-    if (config.keyPrefix !== undefined && typeof config.keyPrefix !== 'string') {
-      throw new LockConfigurationError('keyPrefix', messages.module.keyPrefix(config.keyPrefix));
-    }
-    this.keyPrefix = config.keyPrefix ?? '';
+    this.keyPrefix = validateKeyPrefix(config.keyPrefix);
     this.clock = config.clock ?? systemClock;
     this.defaults = resolveDefaults(config.defaults);
     this.checkBackendName(this.defaults.backend, 'defaults.backend');
@@ -120,7 +117,15 @@ export class LockService {
     }
   }
 
-  /** Releases every lock still held, stops waiting callers, then closes the backends. Idempotent. */
+  /**
+   * Releases every lock this service still holds, whatever holds remain (locks taken later are not affected).
+   * Store errors are reported as 'failed' events; the ttl frees what could not be released.
+   */
+  async releaseAll(): Promise<void> {
+    await Promise.allSettled([...this.active].map((lease) => lease.release()));
+  }
+
+  /** Stops waiting callers, releases every lock still held, then closes the backends. Idempotent. */
   close(): Promise<void> {
     this.closed ??= this.shutdown();
     return this.closed;
@@ -284,7 +289,11 @@ export class LockService {
           waitedMs: now - startedAt,
         });
         if (earlyLosses.length > 0) lease.lose(messages.lostByBackend(keys[0]!.key, earlyLosses[0]!));
-        if (this.closed) await lease.release();
+        if (this.closed) {
+          // Shutdown began while the store was granting: give the key straight back.
+          await lease.release().catch(() => undefined);
+          throw new LockBackendError(name, messages.serviceClosed());
+        }
         return lease;
       }
       const remaining = deadline - this.clock.now();
@@ -299,6 +308,10 @@ export class LockService {
       } catch (error) {
         await this.withdraw(backend, round.busy, owner, round.outcome);
         throw this.wrapBackendError(name, 'wait for a lock', error);
+      }
+      if (waitSignal.aborted) {
+        await this.withdraw(backend, round.busy, owner, round.outcome);
+        throw waitSignal.reason;
       }
     }
   }
@@ -387,7 +400,7 @@ export class LockService {
 
   private async shutdown(): Promise<void> {
     this.closing.abort(new LockBackendError(this.defaults.backend, messages.serviceClosed()));
-    await Promise.allSettled([...this.active].map((lease) => lease.release()));
+    await this.releaseAll();
     await Promise.allSettled([...this.backends.values()].map((backend) => backend.close()));
     this.events.complete();
   }

@@ -61,7 +61,7 @@ export const messages = {
     notString: (value: unknown) => `A lock key must be a non-empty string, got ${describe(value)}.`,
     empty: () => `A lock key must be a non-empty string, got "".`,
     tooLong: (length: number, max: number) =>
-      `A lock key (keyPrefix included) may have at most ${max} characters, got ${length}. ` +
+      `A lock key (keyPrefix not counted) may have at most ${max} characters, got ${length}. ` +
       `Use a shorter key, e.g. an id or a hash of the long part.`,
     nul: () => `A lock key must not contain the NUL character (\\u0000): several stores cannot keep it.`,
     noKeys: () => `At least one lock key is needed, got an empty list.`,
@@ -75,7 +75,8 @@ export const messages = {
     notABackend: (name: string) =>
       `backends.${name} is not a lock backend: it needs acquire, release, extend, waitForRelease, isLocked and ` +
       `close methods and a capabilities object (see LockBackend).`,
-    keyPrefix: (value: unknown) => `Option "keyPrefix" must be a string, got ${describe(value)}.`,
+    keyPrefix: (value: unknown, max: number) =>
+      `Option "keyPrefix" must be a string of at most ${max} characters without NUL, got ${describe(value)}.`,
   },
 
   decorator: {

@@ -123,7 +123,7 @@ export function resolveLockOptions(
   where: string,
 ): ResolvedLockOptions {
   if (options === undefined) return base;
-  checkShape(options, where, OPTION_NAMES);
+  checkShape(options, 'options', where, OPTION_NAMES);
   const o = options as LockedOptions & LockCallOptions;
   const retry = o.retry === undefined ? base.retry : resolveRetry(base.retry, o.retry, where);
   const resolved: ResolvedLockOptions = {
@@ -152,7 +152,7 @@ export function resolveDefaults(defaults: LockedOptions | undefined): ResolvedLo
 }
 
 function resolveRetry(base: ResolvedRetry, retry: RetryOptions, where: string): ResolvedRetry {
-  checkShape(retry, `${where}.retry`, RETRY_NAMES);
+  checkShape(retry, 'retry', `${where}: retry`, RETRY_NAMES);
   const resolved = {
     delay: retry.delay === undefined ? base.delay : positiveInteger('retry.delay', retry.delay),
     maxDelay: retry.maxDelay === undefined ? base.maxDelay : positiveInteger('retry.maxDelay', retry.maxDelay),
@@ -168,9 +168,9 @@ function resolveRetry(base: ResolvedRetry, retry: RetryOptions, where: string): 
   return resolved;
 }
 
-function checkShape(value: unknown, where: string, known: readonly string[]): void {
+function checkShape(value: unknown, option: string, where: string, known: readonly string[]): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new LockConfigurationError(where, messages.option.notObject(where));
+    throw new LockConfigurationError(option, messages.option.notObject(where));
   }
   for (const name of Object.keys(value)) {
     if (!known.includes(name)) throw new LockConfigurationError(name, messages.option.unknown(where, name, known));

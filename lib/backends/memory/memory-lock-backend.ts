@@ -134,11 +134,17 @@ export class MemoryLockBackend implements LockBackend {
     this.wake(key);
   }
 
+  /**
+   * Wakes waiters on the next turn of the event loop rather than at once, as a store notification would
+   * arrive: the releasing caller finishes (and reports its release) before a waiter can take the key.
+   */
   private wake(key: string): void {
     const waiters = this.waiters.get(key);
     if (!waiters) return;
     this.waiters.delete(key);
-    for (const wake of [...waiters]) wake();
+    setImmediate(() => {
+      for (const wake of waiters) wake();
+    });
   }
 
   private nextToken(): bigint {
