@@ -20,14 +20,12 @@ type LeaseState = 'held' | 'lost' | 'released';
 /**
  * One grant from one backend: the keys taken together with one owner token, their fencing tokens, and the
  * timers that keep it honest — the validity timer (the lease is lost once its ttl may have run out without
- * an extension) and the watchdog (extends every ttl/3 while holders remain). Handles count as holds; the
- * store is released when the last hold is dropped.
+ * an extension) and the watchdog (extends every ttl/3 until release).
  */
 export class LockLease {
   readonly acquiredAt: number;
   private readonly controller = new AbortController();
   private state: LeaseState = 'held';
-  private holds = 0;
   private validUntil: number;
   private validityTimer: ClockTimer | undefined;
   private watchdogTimer: ClockTimer | undefined;
@@ -79,22 +77,12 @@ export class LockLease {
     return this.tokens;
   }
 
-  addHold(): void {
-    this.holds++;
-  }
-
   onLoss(listener: (error: LockLostError) => void): () => void {
     this.lossListeners.add(listener);
     return () => this.lossListeners.delete(listener);
   }
 
-  /** Drops one hold; the last one releases the keys in the store. */
-  async dropHold(): Promise<void> {
-    if (--this.holds > 0) return;
-    await this.release();
-  }
-
-  /** Releases now, whatever the holds: used at shutdown and when an acquisition is abandoned. */
+  /** Frees the keys in the store (once; later calls share the first). */
   release(): Promise<void> {
     this.releasing ??= this.releaseInStore();
     return this.releasing;

@@ -197,18 +197,20 @@ export class LockService {
             options.onLost === 'abort'
               ? onAbort(taken.signal, () => subscriber.error(taken.signal.reason))
               : () => undefined;
-          const inner = runInScope(taken, () =>
-            source().subscribe({
-              next: (value) => subscriber.next(value),
-              error: (error: unknown) => subscriber.error(error),
-              complete: () => subscriber.complete(),
-            }),
-          );
           teardown = () => {
             unwatch();
             stopOnLoss();
-            inner.unsubscribe();
           };
+          try {
+            const inner = runInScope(taken, () => source().subscribe(subscriber));
+            teardown = () => {
+              unwatch();
+              stopOnLoss();
+              inner.unsubscribe();
+            };
+          } catch (error) {
+            subscriber.error(error);
+          }
           if (subscriber.closed) finish();
         },
         (error: unknown) => {
@@ -246,9 +248,8 @@ export class LockService {
       if (lease?.isHeld) reused.add(lease);
       else missing.push(key);
     }
-    const leases = [...reused];
-    if (missing.length > 0) leases.push(await this.grant(backend, missing, options, autoExtend, signal));
-    return new LockHandle(keys, leases);
+    const owned = missing.length > 0 ? await this.grant(backend, missing, options, autoExtend, signal) : undefined;
+    return new LockHandle(keys, [...reused], owned);
   }
 
   /**

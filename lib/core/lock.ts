@@ -36,21 +36,25 @@ export interface Lock {
 }
 
 /**
- * One holder's view of one or more leases. A fresh acquisition has one lease; a reentrant one shares the
- * leases its call chain already holds, and may add a fresh lease for keys the chain did not hold yet.
+ * One holder's view of one or more leases. A fresh acquisition owns its lease and releases it; a reentrant
+ * one borrows the leases its call chain already holds (releasing it gives nothing back: the scope that took
+ * them releases them when it ends, so a forgotten inner handle cannot keep a key) and may own a fresh lease
+ * for keys the chain did not hold yet.
  */
 export class LockHandle implements Lock {
   readonly keys: readonly string[];
   readonly signal: AbortSignal;
+  readonly leases: readonly LockLease[];
   private released: Promise<void> | undefined;
 
   constructor(
     private readonly pairs: readonly KeyPair[],
-    readonly leases: readonly LockLease[],
+    borrowed: readonly LockLease[],
+    private readonly owned: LockLease | undefined,
   ) {
     this.keys = pairs.map((p) => p.key);
-    for (const lease of leases) lease.addHold();
-    this.signal = leases.length === 1 ? leases[0]!.signal : AbortSignal.any(leases.map((l) => l.signal));
+    this.leases = owned ? [...borrowed, owned] : borrowed;
+    this.signal = this.leases.length === 1 ? this.leases[0]!.signal : AbortSignal.any(this.leases.map((l) => l.signal));
   }
 
   get key(): string {
@@ -87,12 +91,12 @@ export class LockHandle implements Lock {
   }
 
   async extend(ttl?: number): Promise<void> {
-    const leases = this.leases;
-    await Promise.all(leases.map((l) => l.extend(ttl === undefined ? l.options.ttl : positiveTtl(ttl), false)));
+    const checked = ttl === undefined ? undefined : positiveTtl(ttl);
+    await Promise.all(this.leases.map((l) => l.extend(checked ?? l.options.ttl, false)));
   }
 
   release(): Promise<void> {
-    this.released ??= Promise.all(this.leases.map((l) => l.dropHold())).then(() => undefined);
+    this.released ??= this.owned ? this.owned.release() : Promise.resolve();
     return this.released;
   }
 }

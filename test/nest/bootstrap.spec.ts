@@ -47,7 +47,7 @@ describe('@Locked checks its key when the class is defined', () => {
   it('accepts escaped braces as literal text', async () => {
     class Service {
       @Locked('{{literal}}:{0}')
-      async run(id: string): Promise<readonly string[]> {
+      async run(_id: string): Promise<readonly string[]> {
         return LockContext.current()!.keys;
       }
     }
@@ -198,7 +198,7 @@ describe('DistributedLockModule', () => {
     @Injectable({ scope: Scope.TRANSIENT })
     class PerUse {
       @Locked('scoped:{0}')
-      async run(id: string): Promise<readonly string[]> {
+      async run(_id: string): Promise<readonly string[]> {
         return LockContext.current()!.keys;
       }
     }

@@ -32,17 +32,17 @@ class OrderService {
   }
 
   @Locked('user:{0.id}:{1}')
-  async ship(order: Order, warehouse: number): Promise<readonly string[]> {
+  async ship(_order: Order, _warehouse: number): Promise<readonly string[]> {
     return LockContext.current()!.keys;
   }
 
   @Locked((order: Order) => [`order:${order.id}`, 'ledger'])
-  async settle(order: Order): Promise<readonly string[]> {
+  async settle(_order: Order): Promise<readonly string[]> {
     return LockContext.current()!.keys;
   }
 
   @Locked(['stock:{0}', (sku: string) => `sku:${sku.toUpperCase()}`])
-  async reserve(sku: string): Promise<readonly string[]> {
+  async reserve(_sku: string): Promise<readonly string[]> {
     return LockContext.current()!.keys;
   }
 
@@ -84,6 +84,11 @@ class OrderService {
   @Locked('short-stream', { ttl: 1_000, autoExtend: false })
   shortStream(source: Observable<number>): Observable<number> {
     return source;
+  }
+
+  @Locked('stream:{0}')
+  brokenStream(id: string): Observable<number> {
+    throw new Error(`no stream for ${id}`);
   }
 
   @Locked('stream:{0}')
@@ -231,6 +236,13 @@ describe('@Locked on a provider', () => {
       expect(source.observed).toBe(false);
     });
 
+    it('release when the method throws instead of returning a stream', async () => {
+      const error = await firstValueFrom(orders.brokenStream('b')).catch((e: unknown) => e);
+      expect(error).toEqual(new Error('no stream for b'));
+      await settle(clock);
+      expect(await memory.isLocked('app:stream:b')).toBe(false);
+    });
+
     it('an Observable from a method that does not declare it is refused with a clear error', async () => {
       await expect(orders.undeclared('x', new Subject<number>()) as unknown as Promise<unknown>).rejects.toThrow(
         /Declare the return type.*Observable/,
@@ -253,7 +265,7 @@ describe('@Locked on a provider', () => {
 
 describe('@Locked outside a Nest container', () => {
   it('refuses to run unlocked on an instance created with new', async () => {
-    const error = await new OrderService().double(1).catch((e: unknown) => e);
+    const error = await (new OrderService().double(1) as unknown as Promise<number>).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockConfigurationError);
     expect((error as Error).message).toMatch(/OrderService\.double.*created with "new"/);
   });

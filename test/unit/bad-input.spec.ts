@@ -5,6 +5,7 @@ import {
   MAX_KEY_LENGTH,
   MAX_KEY_PREFIX_LENGTH,
   MemoryLockBackend,
+  type RetryOptions,
 } from '../../lib';
 import { memoryFixture } from '../support/memory-fixture';
 
@@ -73,7 +74,7 @@ describe('bad input', () => {
     ['retry.maxDelay', { delay: 500, maxDelay: 100 }, /must be ≥ "retry.delay"/],
     ['nope', { nope: 1 }, /no option "nope"/],
   ])('refuses %s in %p', async (option, retry, rule) => {
-    await refused(() => locks.acquire('k', { retry }), option, rule);
+    await refused(() => locks.acquire('k', { retry: retry as RetryOptions }), option, rule);
   });
 
   it('refuses minHold longer than ttl, naming both', async () => {

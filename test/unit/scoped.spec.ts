@@ -107,6 +107,16 @@ describe('using()', () => {
       expect(await memory.isLocked('k')).toBe(false);
     });
 
+    it('releases at the end of the scope that took the key, even if a nested handle was never released', async () => {
+      const { locks, memory } = memoryFixture();
+      let forgotten!: { isHeld: boolean };
+      await locks.using('k', async () => {
+        forgotten = await locks.acquire('k');
+      });
+      expect(await memory.isLocked('k')).toBe(false);
+      expect(forgotten.isHeld).toBe(false);
+    });
+
     it('takes only the keys not yet held when a scope asks for more', async () => {
       const { locks, memory } = memoryFixture();
       await locks.using('a', async (outer) => {

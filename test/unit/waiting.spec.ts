@@ -109,7 +109,7 @@ describe('waiting for a busy key', () => {
   it('tryAcquire never waits, whatever the defaults say', async () => {
     const { locks } = memoryFixture({ defaults: { waitTimeout: 60_000 } });
     await locks.acquire('k');
-    const blocked = deferred<null>();
+    const blocked = deferred<unknown>();
     void locks.tryAcquire('k').then(blocked.resolve);
     await expect(blocked.promise).resolves.toBeNull();
   });
