@@ -93,8 +93,9 @@ export class LockLease {
     const startedAt = this.host.clock.now();
     let stillOurs: boolean;
     try {
-      stillOurs = (await Promise.all(this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, ttl))))
-        .every(Boolean);
+      stillOurs = (
+        await Promise.all(this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, ttl)))
+      ).every(Boolean);
     } catch (error) {
       const wrapped = this.backendError('extend', error);
       this.emitFailed('extend', wrapped);
@@ -152,7 +153,10 @@ export class LockLease {
   private async keepUntilMinHold(keepFor: number): Promise<void> {
     this.state = 'released';
     if (this.expiring) {
-      await this.settleAll('release', this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor)));
+      await this.settleAll(
+        'release',
+        this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor)),
+      );
       return;
     }
     this.host.clock.setTimeout(() => {
@@ -184,7 +188,10 @@ export class LockLease {
     if (this.validityTimer) this.host.clock.clearTimeout(this.validityTimer);
     if (!Number.isFinite(this.validUntil)) return;
     this.validityTimer = this.host.clock.setTimeout(
-      () => this.lose(this.autoExtend ? messages.lostExtendFailed(this.keys[0]!.key) : messages.lostExpired(this.keys[0]!.key)),
+      () =>
+        this.lose(
+          this.autoExtend ? messages.lostExtendFailed(this.keys[0]!.key) : messages.lostExpired(this.keys[0]!.key),
+        ),
       this.validUntil - this.host.clock.now(),
     );
   }
@@ -212,7 +219,9 @@ export class LockLease {
 
   private backendError(operation: string, error: unknown): LockError {
     if (error instanceof LockError) return error;
-    return new LockBackendError(this.backendName, messages.backendFailed(this.backendName, operation), [], { cause: error });
+    return new LockBackendError(this.backendName, messages.backendFailed(this.backendName, operation), [], {
+      cause: error,
+    });
   }
 
   private emitFailed(operation: 'release' | 'extend', error: LockError): void {

@@ -78,7 +78,10 @@ export class LockService {
   }
 
   /** One attempt, no waiting: the lock, or null if any key is busy. */
-  async tryAcquire(keys: string | readonly string[], options?: Omit<LockCallOptions, 'waitTimeout'>): Promise<Lock | null> {
+  async tryAcquire(
+    keys: string | readonly string[],
+    options?: Omit<LockCallOptions, 'waitTimeout'>,
+  ): Promise<Lock | null> {
     const resolved = { ...this.resolveOptions(options, 'tryAcquire'), waitTimeout: 0 };
     try {
       return await this.take(this.normaliseKeys(keys), resolved, resolved.autoExtend ?? false, options?.signal);
@@ -92,14 +95,26 @@ export class LockService {
    * Runs `fn` under the lock and releases it however `fn` ends. The lock is extended while `fn` runs
    * (autoExtend defaults on here). Busy keys reject with LockUnavailableError unless `onLocked` says otherwise.
    */
-  using<T>(keys: string | readonly string[], fn: UsingFn<T>, options?: ScopedOptions & { onLocked?: 'throw' }): Promise<T>;
-  using<T>(keys: string | readonly string[], fn: UsingFn<T>, options: ScopedOptions & { onLocked: 'skip' }): Promise<T | undefined>;
+  using<T>(
+    keys: string | readonly string[],
+    fn: UsingFn<T>,
+    options?: ScopedOptions & { onLocked?: 'throw' },
+  ): Promise<T>;
+  using<T>(
+    keys: string | readonly string[],
+    fn: UsingFn<T>,
+    options: ScopedOptions & { onLocked: 'skip' },
+  ): Promise<T | undefined>;
   using<T, F>(
     keys: string | readonly string[],
     fn: UsingFn<T>,
     options: ScopedOptions & { onLocked: (context: LockedContext) => F | Promise<F> },
   ): Promise<T | F>;
-  async using<T>(keys: string | readonly string[], fn: UsingFn<T>, options?: LockedOptions & LockCallOptions): Promise<unknown> {
+  async using<T>(
+    keys: string | readonly string[],
+    fn: UsingFn<T>,
+    options?: LockedOptions & LockCallOptions,
+  ): Promise<unknown> {
     const resolved = this.resolveOptions(options, 'using');
     const onLocked = options?.onLocked ?? 'throw';
     return this.runLocked(this.normaliseKeys(keys), fn, { ...resolved, onLocked }, [], options?.signal);
@@ -335,7 +350,15 @@ export class LockService {
       } catch (error) {
         await this.giveBack(backend, keys.slice(0, i), owner);
         const wrapped = this.wrapBackendError(name, 'acquire a lock', error);
-        this.events.next({ type: 'failed', keys: keys.map((k) => k.key), backend: name, at: this.clock.now(), operation: 'acquire', waitedMs: 0, error: wrapped });
+        this.events.next({
+          type: 'failed',
+          keys: keys.map((k) => k.key),
+          backend: name,
+          at: this.clock.now(),
+          operation: 'acquire',
+          waitedMs: 0,
+          error: wrapped,
+        });
         throw wrapped;
       }
       if (!outcome.acquired) {
@@ -366,8 +389,21 @@ export class LockService {
   ): LockUnavailableError {
     const now = this.clock.now();
     const waitedMs = now - startedAt;
-    const error = new LockUnavailableError(busy.key, waitedMs, outcome.retryAfterMs, messages.unavailable(busy.key, waitedMs));
-    this.events.next({ type: 'failed', keys: keys.map((k) => k.key), backend, at: now, operation: 'acquire', waitedMs, error });
+    const error = new LockUnavailableError(
+      busy.key,
+      waitedMs,
+      outcome.retryAfterMs,
+      messages.unavailable(busy.key, waitedMs),
+    );
+    this.events.next({
+      type: 'failed',
+      keys: keys.map((k) => k.key),
+      backend,
+      at: now,
+      operation: 'acquire',
+      waitedMs,
+      error,
+    });
     return error;
   }
 
@@ -408,7 +444,8 @@ export class LockService {
 
   private backendNamed(name: string, option: string): LockBackend {
     const backend = this.backends.get(name);
-    if (!backend) throw new LockConfigurationError(option, messages.option.unknownBackend(name, [...this.backends.keys()]));
+    if (!backend)
+      throw new LockConfigurationError(option, messages.option.unknownBackend(name, [...this.backends.keys()]));
     return backend;
   }
 

@@ -29,8 +29,7 @@ export const messages = {
   backendFailed: (backend: string, operation: string) =>
     `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said; ` +
     `the lock was not taken (or is left to expire by its ttl).`,
-  serviceClosed: () =>
-    `The lock service has shut down (the application is closing); no new locks are taken.`,
+  serviceClosed: () => `The lock service has shut down (the application is closing); no new locks are taken.`,
 
   option: {
     notObject: (where: string) => `${where} must be an object.`,

@@ -48,7 +48,8 @@ function fromFunction(fn: LockKeyFunction, where: string): PartBuilder {
   return (args) => {
     const result: unknown = (fn as (...a: readonly unknown[]) => unknown)(...args);
     if (typeof result === 'string') return [result];
-    if (Array.isArray(result) && result.length > 0 && result.every((k) => typeof k === 'string')) return result as string[];
+    if (Array.isArray(result) && result.length > 0 && result.every((k) => typeof k === 'string'))
+      return result as string[];
     throw new LockConfigurationError('key', messages.decorator.keyFunctionResult(where, result));
   };
 }
@@ -79,10 +80,7 @@ function render(placeholder: Placeholder, args: readonly unknown[], where: strin
   }
   if (typeof value === 'string' && value.length > 0) return value;
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
-  throw new LockConfigurationError(
-    'key',
-    messages.decorator.unresolved(where, template, placeholder.source, value),
-  );
+  throw new LockConfigurationError('key', messages.decorator.unresolved(where, template, placeholder.source, value));
 }
 
 function parseTemplate(template: string, where: string): Part[] {
@@ -112,9 +110,7 @@ function parseTemplate(template: string, where: string): Part[] {
     const source = template.slice(i + 1, end);
     const match = PLACEHOLDER.exec(source);
     if (!match) {
-      throw bad(
-        `{${source}} is not a placeholder. Use {n} for argument n or {n.property.path}, e.g. {0} or {0.id}.`,
-      );
+      throw bad(`{${source}} is not a placeholder. Use {n} for argument n or {n.property.path}, e.g. {0} or {0.id}.`);
     }
     if (literal) parts.push(literal);
     literal = '';

@@ -69,7 +69,12 @@ export function invokeLocked(method: LockedMethod, instance: object, args: unkno
     if (!prepared) throw new LockConfigurationError(method.where, messages.decorator.notBound(method.where));
     const keys = prepared.constantKeys ?? service.normaliseKeys(method.keys(args));
     if (method.observable) {
-      return service.observeLocked(keys, () => method.original.apply(instance, args) as Observable<unknown>, prepared.options, args);
+      return service.observeLocked(
+        keys,
+        () => method.original.apply(instance, args) as Observable<unknown>,
+        prepared.options,
+        args,
+      );
     }
     return service.runLocked(keys, () => callExpectingNoObservable(method, instance, args), prepared.options, args);
   } catch (error) {

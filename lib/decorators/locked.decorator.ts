@@ -31,7 +31,8 @@ export function Locked(key: LockKey, options?: LockedOptions): MethodDecorator {
       where,
       keys: compileLockKey(key, where, parameterCount),
       options,
-      observable: returnType === Observable || (typeof returnType === 'function' && returnType.prototype instanceof Observable),
+      observable:
+        returnType === Observable || (typeof returnType === 'function' && returnType.prototype instanceof Observable),
       original: original as (...args: unknown[]) => unknown,
       prepared: new WeakMap(),
     };

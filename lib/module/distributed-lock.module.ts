@@ -2,7 +2,11 @@ import { Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
 import { LockService } from '../core/lock-service';
-import { ConfigurableDistributedLockModule, DISTRIBUTED_LOCK_MODULE_OPTIONS, type DistributedLockModuleOptions } from './distributed-lock.module-definition';
+import {
+  ConfigurableDistributedLockModule,
+  DISTRIBUTED_LOCK_MODULE_OPTIONS,
+  type DistributedLockModuleOptions,
+} from './distributed-lock.module-definition';
 import { LockedExplorer } from './locked-explorer';
 
 /**

@@ -58,7 +58,10 @@ export class LockedExplorer implements OnModuleInit, OnModuleDestroy {
     const found: LockedMethod[] = [];
     for (const name of this.scanner.getAllMethodNames(prototype)) {
       const method: unknown = (prototype as Record<string, unknown>)[name];
-      const locked = typeof method === 'function' ? (Reflect.getMetadata(LOCKED_METHOD, method) as LockedMethod | undefined) : undefined;
+      const locked =
+        typeof method === 'function'
+          ? (Reflect.getMetadata(LOCKED_METHOD, method) as LockedMethod | undefined)
+          : undefined;
       if (locked) found.push(locked);
     }
     return found;

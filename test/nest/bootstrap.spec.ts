@@ -80,8 +80,12 @@ describe('@Locked checks its key when the class is defined', () => {
       }
     }
     const getter = Object.getOwnPropertyDescriptor(Target.prototype, 'value')!;
-    expect(definitionError(() => Locked('k')(Target.prototype, 'value', getter)).message).toMatch(/only decorate a method/);
-    expect(definitionError(() => Locked('k')(Target.prototype, 'field', undefined as never)).message).toMatch(/Target\.field/);
+    expect(definitionError(() => Locked('k')(Target.prototype, 'value', getter)).message).toMatch(
+      /only decorate a method/,
+    );
+    expect(definitionError(() => Locked('k')(Target.prototype, 'field', undefined as never)).message).toMatch(
+      /Target\.field/,
+    );
     const staticError = definitionError(() => {
       class WithStatic {
         @Locked('k')
@@ -115,14 +119,18 @@ describe('bootstrap fails on configuration that can never work', () => {
   });
 
   it('@Locked whose minHold exceeds the module default ttl', async () => {
-    await expect(bootstrap({ minHold: 20_000 }, { defaults: { ttl: 10_000 } })).rejects.toThrow(/"minHold" \(20000 ms\)/);
+    await expect(bootstrap({ minHold: 20_000 }, { defaults: { ttl: 10_000 } })).rejects.toThrow(
+      /"minHold" \(20000 ms\)/,
+    );
   });
 
   it.each([
     ['no backends', { backends: {} }, /at least one backend/],
     ['a bad default', { backends: { default: new MemoryLockBackend() }, defaults: { waitTimeout: -1 } }, /waitTimeout/],
   ])('the module with %s', async (_label, options, rule) => {
-    const compiling = Test.createTestingModule({ imports: [DistributedLockModule.forRoot(options as DistributedLockModuleOptions)] })
+    const compiling = Test.createTestingModule({
+      imports: [DistributedLockModule.forRoot(options as DistributedLockModuleOptions)],
+    })
       .compile()
       .then((moduleRef) => moduleRef.init());
     await expect(compiling).rejects.toThrow(rule);
@@ -159,7 +167,10 @@ describe('DistributedLockModule', () => {
     @Module({ providers: [Feature] })
     class FeatureModule {}
     const moduleRef = await Test.createTestingModule({
-      imports: [DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() }, isGlobal: true }), FeatureModule],
+      imports: [
+        DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() }, isGlobal: true }),
+        FeatureModule,
+      ],
     }).compile();
     const app = await moduleRef.init();
     expect(app.get(Feature).locks).toBe(app.get(LockService));
@@ -221,7 +232,12 @@ describe('DistributedLockModule', () => {
       }
     }
     const start = async (backend: MemoryLockBackend) =>
-      (await Test.createTestingModule({ imports: [DistributedLockModule.forRoot({ backends: { default: backend } })], providers: [Shared] }).compile()).init();
+      (
+        await Test.createTestingModule({
+          imports: [DistributedLockModule.forRoot({ backends: { default: backend } })],
+          providers: [Shared],
+        }).compile()
+      ).init();
     const [a, b] = [new MemoryLockBackend(), new MemoryLockBackend()];
     const [appA, appB] = [await start(a), await start(b)];
     const holder = await appA.get(LockService).acquire('shared');
@@ -244,7 +260,10 @@ describe('@Locked with @nestjs/schedule', () => {
       }
     }
     const moduleRef = await Test.createTestingModule({
-      imports: [ScheduleModule.forRoot(), DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() } })],
+      imports: [
+        ScheduleModule.forRoot(),
+        DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() } }),
+      ],
       providers: [Job],
     }).compile();
     const app = await moduleRef.init();

@@ -49,7 +49,10 @@ export interface Fixture {
   peer(): LockService;
 }
 
-export function memoryFixture(config: Partial<LockServiceConfig> = {}, backend?: (memory: MemoryLockBackend) => LockBackend): Fixture {
+export function memoryFixture(
+  config: Partial<LockServiceConfig> = {},
+  backend?: (memory: MemoryLockBackend) => LockBackend,
+): Fixture {
   const clock = new ManualClock();
   const memory = new MemoryLockBackend({ clock });
   const store = backend ? backend(memory) : memory;
@@ -64,7 +67,11 @@ export function memoryFixture(config: Partial<LockServiceConfig> = {}, backend?:
 export const settle = (clock: ManualClock): Promise<void> => clock.advance(0);
 
 /** A promise the test resolves by hand, for work that must stay in progress until the test says so. */
-export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } {
+export function deferred<T = void>(): {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (error: unknown) => void;
+} {
   let resolve!: (value: T) => void;
   let reject!: (error: unknown) => void;
   const promise = new Promise<T>((res, rej) => {

@@ -78,7 +78,11 @@ describe('bad input', () => {
   });
 
   it('refuses minHold longer than ttl, naming both', async () => {
-    await refused(() => locks.acquire('k', { ttl: 1_000, minHold: 1_001 }), 'minHold', /"minHold" \(1001 ms\).*"ttl" \(1000 ms\)/);
+    await refused(
+      () => locks.acquire('k', { ttl: 1_000, minHold: 1_001 }),
+      'minHold',
+      /"minHold" \(1001 ms\).*"ttl" \(1000 ms\)/,
+    );
   });
 
   it('refuses an unknown option name instead of ignoring a typo', async () => {
@@ -86,7 +90,11 @@ describe('bad input', () => {
   });
 
   it('refuses an unknown backend name, listing the registered ones', async () => {
-    await refused(() => locks.acquire('k', { backend: 'redis' }), 'backend', /No lock backend is named "redis".*"default"/);
+    await refused(
+      () => locks.acquire('k', { backend: 'redis' }),
+      'backend',
+      /No lock backend is named "redis".*"default"/,
+    );
     await refused(() => locks.using('k', async () => 1, { backend: 'redis' }), 'backend', /"redis"/);
     await expect(locks.isLocked('k', { backend: 'redis' })).rejects.toBeInstanceOf(LockConfigurationError);
   });
@@ -107,9 +115,17 @@ describe('bad input', () => {
       ['a backend that is not one', { backends: { default: { acquire() {} } } }, 'backends.default'],
       ['a default backend that is not registered', { backends: { db: backend } }, 'defaults.backend'],
       ['bad defaults', { backends: { default: backend }, defaults: { ttl: -1 } }, 'ttl'],
-      ['minHold over ttl in defaults', { backends: { default: backend }, defaults: { ttl: 10, minHold: 20 } }, 'minHold'],
+      [
+        'minHold over ttl in defaults',
+        { backends: { default: backend }, defaults: { ttl: 10, minHold: 20 } },
+        'minHold',
+      ],
       ['a non-string keyPrefix', { backends: { default: backend }, keyPrefix: 7 }, 'keyPrefix'],
-      ['a keyPrefix over the maximum', { backends: { default: backend }, keyPrefix: 'p'.repeat(MAX_KEY_PREFIX_LENGTH + 1) }, 'keyPrefix'],
+      [
+        'a keyPrefix over the maximum',
+        { backends: { default: backend }, keyPrefix: 'p'.repeat(MAX_KEY_PREFIX_LENGTH + 1) },
+        'keyPrefix',
+      ],
     ])('%s', (_label, config, option) => {
       let error: unknown;
       try {
@@ -127,6 +143,12 @@ describe('bad input', () => {
   });
 
   it('documents its defaults in one exported object', () => {
-    expect(DEFAULT_LOCK_OPTIONS).toMatchObject({ ttl: 30_000, waitTimeout: 0, minHold: 0, onLocked: 'throw', onLost: 'abort' });
+    expect(DEFAULT_LOCK_OPTIONS).toMatchObject({
+      ttl: 30_000,
+      waitTimeout: 0,
+      minHold: 0,
+      onLocked: 'throw',
+      onLost: 'abort',
+    });
   });
 });

@@ -101,7 +101,10 @@ describe('holding a lock', () => {
 
   it('minHold on a session-bound store puts the release off until minHold', async () => {
     let backend!: BendableBackend;
-    const { locks, clock, memory } = memoryFixture({}, (inner) => (backend = new BendableBackend(inner, { expiring: false, sessionBound: true })));
+    const { locks, clock, memory } = memoryFixture(
+      {},
+      (inner) => (backend = new BendableBackend(inner, { expiring: false, sessionBound: true })),
+    );
     await locks.using('job', async () => undefined, { ttl: 10_000, minHold: 2_000 });
     expect(backend.calls).not.toContain('release');
     expect(await memory.isLocked('job')).toBe(true);

@@ -55,7 +55,11 @@ describe('using()', () => {
       const { locks, clock } = memoryFixture();
       const work = deferred<string>();
       let signal!: AbortSignal;
-      const done = locks.using('k', (lock) => ((signal = lock.signal), work.promise), { ttl: 1_000, autoExtend: false, onLost });
+      const done = locks.using('k', (lock) => ((signal = lock.signal), work.promise), {
+        ttl: 1_000,
+        autoExtend: false,
+        onLost,
+      });
       await clock.advance(1_000);
       return { done, work, signal };
     };
@@ -149,7 +153,9 @@ describe('using()', () => {
     it('reentrant: false makes a nested take wait like anyone else', async () => {
       const { locks } = memoryFixture();
       await locks.using('k', async () => {
-        await expect(locks.using('k', async () => 1, { reentrant: false })).rejects.toBeInstanceOf(LockUnavailableError);
+        await expect(locks.using('k', async () => 1, { reentrant: false })).rejects.toBeInstanceOf(
+          LockUnavailableError,
+        );
       });
     });
 
@@ -183,11 +189,15 @@ describe('using()', () => {
       const { locks, clock } = memoryFixture();
       const runs: string[] = [];
       const job = (keys: string[], name: string) =>
-        locks.using(keys, async () => {
-          runs.push(`${name} in`);
-          await clock.advance(10);
-          runs.push(`${name} out`);
-        }, { waitTimeout: 60_000 });
+        locks.using(
+          keys,
+          async () => {
+            runs.push(`${name} in`);
+            await clock.advance(10);
+            runs.push(`${name} out`);
+          },
+          { waitTimeout: 60_000 },
+        );
       const rounds = Array.from({ length: 20 }, (_, i) => job(i % 2 ? ['a', 'b'] : ['b', 'a'], `j${i}`));
       await Promise.all(rounds);
       expect(runs).toHaveLength(40);
@@ -219,7 +229,12 @@ describe('using()', () => {
       await clock.advance(50);
       await second.release();
       expect(events.map((e) => e.type)).toEqual(['acquired', 'extended', 'released', 'acquired', 'released']);
-      expect(events[0]).toMatchObject({ keys: ['k'], backend: 'default', waitedMs: 0, fencingTokens: [holder.fencingToken] });
+      expect(events[0]).toMatchObject({
+        keys: ['k'],
+        backend: 'default',
+        waitedMs: 0,
+        fencingTokens: [holder.fencingToken],
+      });
       expect(events[1]).toMatchObject({ automatic: false, ttl: 60_000 });
       expect(events[2]).toMatchObject({ heldMs: 500 });
       expect(events[3]).toMatchObject({ waitedMs: 500 });

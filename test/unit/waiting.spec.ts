@@ -48,7 +48,10 @@ describe('waiting for a busy key', () => {
       return backend;
     });
     await locks.acquire('k', { ttl: 60_000 });
-    const waiting = locks.acquire('k', { waitTimeout: 10_000, retry: { delay: 100, factor: 2, maxDelay: 800, jitter: 0 } });
+    const waiting = locks.acquire('k', {
+      waitTimeout: 10_000,
+      retry: { delay: 100, factor: 2, maxDelay: 800, jitter: 0 },
+    });
     const attemptsAt: number[] = [];
     const start = clock.now();
     backend.calls.length = 0;

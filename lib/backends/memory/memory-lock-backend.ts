@@ -154,6 +154,7 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private assertOpen(operation: string): void {
-    if (this.closed) throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
+    if (this.closed)
+      throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
   }
 }
