@@ -9,6 +9,7 @@ export type {
   WaitForRelease,
 } from './backends/lock-backend';
 export { MemoryLockBackend, type MemoryLockBackendOptions } from './backends/memory';
+export type { LockBackendProvider } from './core/backend-registry';
 export { ManualClock, systemClock, type ClockTimer, type LockClock } from './core/clock';
 export {
   LockBackendError,

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Observable, Subject } from 'rxjs';
 import type { AcquireOutcome, BusyOutcome, LockBackend } from '../backends/lock-backend';
 import { backoffDelay } from './backoff';
@@ -19,11 +20,15 @@ import {
   resolveLockOptions,
 } from './options';
 import { newOwnerToken } from './owner-token';
-import { validateBackends } from './validate-backends';
+import { type LockBackendProvider, registerBackends } from './backend-registry';
 
 export interface LockServiceConfig {
-  /** Named backends; a call without a `backend` option uses `defaults.backend` (default "default"). */
-  readonly backends: Readonly<Record<string, LockBackend>>;
+  /**
+   * Named backends; a call without a `backend` option uses `defaults.backend` (default "default").
+   * An instance stays yours (never closed for you); a factory `() => backend` is created here and closed
+   * with the service.
+   */
+  readonly backends: Readonly<Record<string, LockBackendProvider>>;
   /** Module-wide option defaults, over the built-in ones. */
   readonly defaults?: LockedOptions;
   /** Put in front of every key in the store, e.g. "myapp:". Not part of `lock.key`. */
@@ -45,11 +50,12 @@ export class LockService {
   /** @internal */
   readonly defaults: ResolvedLockOptions;
   private readonly backends: ReadonlyMap<string, LockBackend>;
+  private readonly ownedBackends: readonly LockBackend[];
   private readonly keyPrefix: string;
   private readonly clock: LockClock;
   private readonly events = new Subject<LockEvent>();
   private readonly active = new Set<LockLease>();
-  private readonly closing = new AbortController();
+  private readonly closing = unlimitedAbortController();
   private closed: Promise<void> | undefined;
   private readonly host: LeaseHost;
 
@@ -58,7 +64,9 @@ export class LockService {
     if (typeof config !== 'object' || config === null) {
       throw new LockConfigurationError('options', messages.option.notObject('DistributedLockModule options'));
     }
-    this.backends = validateBackends(config.backends);
+    const registered = registerBackends(config.backends);
+    this.backends = registered.byName;
+    this.ownedBackends = registered.owned;
     this.keyPrefix = validateKeyPrefix(config.keyPrefix);
     this.clock = config.clock ?? systemClock;
     this.defaults = resolveDefaults(config.defaults);
@@ -140,7 +148,10 @@ export class LockService {
     await Promise.allSettled([...this.active].map((lease) => lease.release()));
   }
 
-  /** Stops waiting callers, releases every lock still held, then closes the backends. Idempotent. */
+  /**
+   * Stops waiting callers, releases every lock still held, then closes the backends this service created
+   * from factories (instances passed in stay open for their owner). Idempotent.
+   */
   close(): Promise<void> {
     this.closed ??= this.shutdown();
     return this.closed;
@@ -438,7 +449,7 @@ export class LockService {
   private async shutdown(): Promise<void> {
     this.closing.abort(new LockBackendError(this.defaults.backend, messages.serviceClosed()));
     await this.releaseAll();
-    await Promise.allSettled([...this.backends.values()].map((backend) => backend.close()));
+    await Promise.allSettled(this.ownedBackends.map((backend) => backend.close()));
     this.events.complete();
   }
 
@@ -457,6 +468,13 @@ export class LockService {
     if (error instanceof LockError) return error;
     return new LockBackendError(name, messages.backendFailed(name, operation), [], { cause: error });
   }
+}
+
+/** Every waiting call listens to the shutdown signal; more than ten is normal, not a leak. */
+function unlimitedAbortController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }
 
 function hint(retryAfterMs: number | undefined): number {

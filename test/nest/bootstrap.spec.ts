@@ -159,6 +159,23 @@ describe('DistributedLockModule', () => {
     await app.close();
   });
 
+  it('serves one static module definition to several apps in turn; closes only backends it made', async () => {
+    const shared = new MemoryLockBackend();
+    const made: MemoryLockBackend[] = [];
+    const lockModule = DistributedLockModule.forRoot({
+      backends: { default: shared, own: () => (made[made.length] = new MemoryLockBackend()) },
+    });
+    for (let run = 0; run < 2; run++) {
+      const app = await (await Test.createTestingModule({ imports: [lockModule] }).compile()).init();
+      await app.get(LockService).acquire('k');
+      await app.get(LockService).acquire('k', { backend: 'own' });
+      await app.close();
+      expect(await shared.isLocked('k')).toBe(false);
+      await expect(made[run]!.isLocked('k')).rejects.toThrow(/closed/);
+    }
+    expect(made).toHaveLength(2);
+  });
+
   it('isGlobal makes LockService injectable in every module', async () => {
     @Injectable()
     class Feature {

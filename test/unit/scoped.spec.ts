@@ -1,4 +1,12 @@
-import { LockBackendError, LockContext, LockLostError, LockUnavailableError } from '../../lib';
+import {
+  LockBackendError,
+  LockContext,
+  LockLostError,
+  LockService,
+  LockUnavailableError,
+  ManualClock,
+  MemoryLockBackend,
+} from '../../lib';
 import { deferred, memoryFixture, settle } from '../support/memory-fixture';
 
 describe('using()', () => {
@@ -254,8 +262,23 @@ describe('using()', () => {
       await closing;
       expect(held.isHeld).toBe(false);
       await expect(locks.acquire('c')).rejects.toThrow(/shut down/);
-      await expect(memory.isLocked('a')).rejects.toThrow(/closed/);
+      expect(await memory.isLocked('a')).toBe(false);
+      expect(await memory.isLocked('b')).toBe(false);
       expect(clock.pendingTimers).toBe(0);
+    });
+
+    it('close() closes the backends it made from factories and leaves instances passed in open', async () => {
+      const clock = new ManualClock();
+      const passedIn = new MemoryLockBackend({ clock });
+      let made!: MemoryLockBackend;
+      const locks = new LockService({
+        backends: { default: passedIn, owned: () => (made = new MemoryLockBackend({ clock })) },
+        clock,
+      });
+      await locks.acquire('k', { backend: 'owned' });
+      await locks.close();
+      expect(await passedIn.isLocked('k')).toBe(false);
+      await expect(made.isLocked('k')).rejects.toThrow(/closed/);
     });
 
     it('releaseAll() frees held locks but leaves the service usable', async () => {

@@ -1,0 +1,40 @@
+import type { LockBackend } from '../backends/lock-backend';
+import { LockConfigurationError } from './errors';
+import { messages } from './messages';
+
+const METHODS = ['acquire', 'release', 'extend', 'waitForRelease', 'isLocked', 'close'] as const;
+
+/**
+ * A backend instance stays the caller's: it is never closed for them, so one instance can serve several apps
+ * (or test modules) in turn. A factory is called once per LockService, which then owns the backend and
+ * closes it at shutdown — the form for backends that open their own connections.
+ */
+export type LockBackendProvider = LockBackend | (() => LockBackend);
+
+export interface RegisteredBackends {
+  readonly byName: ReadonlyMap<string, LockBackend>;
+  /** The backends made from factories: closed with the service. */
+  readonly owned: readonly LockBackend[];
+}
+
+/** Checks the `backends` option at bootstrap: at least one, each a LockBackend or a factory of one. */
+export function registerBackends(backends: unknown): RegisteredBackends {
+  if (typeof backends !== 'object' || backends === null || Object.keys(backends).length === 0) {
+    throw new LockConfigurationError('backends', messages.module.noBackends());
+  }
+  const byName = new Map<string, LockBackend>();
+  const owned: LockBackend[] = [];
+  for (const [name, provider] of Object.entries(backends)) {
+    const backend: unknown = typeof provider === 'function' ? (provider as () => unknown)() : provider;
+    if (!isBackend(backend)) throw new LockConfigurationError(`backends.${name}`, messages.module.notABackend(name));
+    byName.set(name, backend);
+    if (backend !== provider) owned.push(backend);
+  }
+  return { byName, owned };
+}
+
+function isBackend(value: unknown): value is LockBackend {
+  if (typeof value !== 'object' || value === null) return false;
+  const candidate = value as Partial<Record<(typeof METHODS)[number], unknown>> & { capabilities?: unknown };
+  return METHODS.every((m) => typeof candidate[m] === 'function') && typeof candidate.capabilities === 'object';
+}

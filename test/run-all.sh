@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one test command (`bash test/run-all.sh`, also `npm test` and .ci/run). Works on a fresh clone: installs
+# dependencies when they are missing or do not match package-lock.json, then runs every check in order and
+# stops at the first failure with its exit code.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SECTION=0
+SECTION_NAME=""
+SECTIONS=6
+STARTED_AT=$SECONDS
+if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' GREEN=$'\033[1;32m' RESET=$'\033[0m'; else BOLD="" RED="" GREEN="" RESET=""; fi
+section() {
+  SECTION=$((SECTION + 1))
+  SECTION_NAME="$1"
+  printf '\n%s==> [%d/%d] %s%s\n' "$BOLD" "$SECTION" "$SECTIONS" "$1" "$RESET"
+}
+
+# --- services ---------------------------------------------------------------------------------------------
+# Integration tests will need real servers (Redis, ZooKeeper, ...). Their start/stop scripts go in
+# test/services/; start them in start_services, export where they listen (e.g. REDIS_PORTS) for the tests, and
+# stop them in stop_services, which runs however this script ends: success, failure or Ctrl-C.
+start_services() {
+  : # nothing yet
+}
+stop_services() {
+  : # nothing yet
+}
+finish() {
+  local rc=$?
+  stop_services || echo "warning: stopping test services failed" >&2
+  if ((rc != 0)); then
+    printf '\n%sFAILED: [%d/%d] %s (exit %d)%s\n' "$RED" "$SECTION" "$SECTIONS" "$SECTION_NAME" "$rc" "$RESET" >&2
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. toolchain -----------------------------------------------------------------------------------------
+section "toolchain"
+node -e '
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  // Nest 12 is ESM-only; compiled CommonJS loads it through require(esm), on by default from Node 20.19.
+  if (major < 20 || (major === 20 && minor < 19)) {
+    console.error(`Node ${process.versions.node} is too old: need >= 20.19 (package.json "engines").`);
+    process.exit(1);
+  }'
+echo "node $(node --version), npm $(npm --version)"
+
+# --- 2. dependencies --------------------------------------------------------------------------------------
+section "dependencies"
+# node_modules/.package-lock.json is npm's record of what is installed; compare it with package-lock.json
+# (and the lockfile with package.json) so a pull that changed dependencies triggers a clean install.
+# Prints why and fails when they differ; any error while comparing counts as a difference too.
+deps_in_sync() {
+  [[ -f node_modules/.package-lock.json ]] || { echo "node_modules is missing or was not installed by npm"; return 1; }
+  node -e '
+    const fs = require("node:fs");
+    const read = (file) => JSON.parse(fs.readFileSync(file, "utf8"));
+    const manifest = read("package.json");
+    const lock = read("package-lock.json").packages;
+    const installed = read("node_modules/.package-lock.json").packages;
+    const problems = [];
+    for (const field of ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"]) {
+      if (JSON.stringify(manifest[field] ?? {}) !== JSON.stringify(lock[""][field] ?? {})) {
+        problems.push(`package-lock.json does not match package.json ${field} (run npm install and commit the lockfile)`);
+      }
+    }
+    for (const [path, entry] of Object.entries(lock)) {
+      if (!path.startsWith("node_modules/")) continue;
+      const got = installed[path];
+      // Optional packages for other platforms (e.g. @swc/core-darwin-arm64) are rightly absent.
+      if (!got) { if (!entry.optional) problems.push(`${path} is not installed`); }
+      else if (got.version !== entry.version) problems.push(`${path} is ${got.version}, the lockfile says ${entry.version}`);
+    }
+    for (const path of Object.keys(installed)) if (!(path in lock)) problems.push(`${path} is not in the lockfile`);
+    if (problems.length > 0) {
+      console.log(problems.slice(0, 5).join("\n") + (problems.length > 5 ? `\n... and ${problems.length - 5} more` : ""));
+      process.exit(1);
+    }
+  ' 2>&1
+}
+if reason="$(deps_in_sync)"; then
+  echo "node_modules matches package-lock.json"
+else
+  echo "$reason"
+  echo "running npm ci"
+  npm ci --no-audit --no-fund
+fi
+
+start_services
+
+# --- 3. types ---------------------------------------------------------------------------------------------
+section "typecheck (lib, test, sample)"
+npm run --silent typecheck
+echo "ok"
+
+# --- 4. lint ----------------------------------------------------------------------------------------------
+section "lint"
+npm run --silent lint
+echo "ok"
+
+# --- 5. tests ---------------------------------------------------------------------------------------------
+section "jest (unit, contract, nest, e2e)"
+npx jest --ci
+
+# --- 6. the published package -----------------------------------------------------------------------------
+section "package: pack, install in an empty app, use"
+bash test/package/pack-install.sh
+
+printf '\n%sALL CHECKS PASSED%s in %ds\n' "$GREEN" "$RESET" "$((SECONDS - STARTED_AT))"
