@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECTION=0
 SECTION_NAME=""
-SECTIONS=6
+SECTIONS=7
 STARTED_AT=$SECONDS
 if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' GREEN=$'\033[1;32m' RESET=$'\033[0m'; else BOLD="" RED="" GREEN="" RESET=""; fi
 section() {
@@ -110,5 +110,9 @@ npx jest --ci
 # --- 6. the published package -----------------------------------------------------------------------------
 section "package: pack, install in an empty app, use"
 bash test/package/pack-install.sh
+
+# --- 7. benchmarks, briefly ------------------------------------------------------------------------------
+section "benchmark smoke (BENCH_QUICK=1: runs every scenario briefly, judges no timing)"
+BENCH_QUICK=1 npm run --silent bench
 
 printf '\n%sALL CHECKS PASSED%s in %ds\n' "$GREEN" "$RESET" "$((SECONDS - STARTED_AT))"
