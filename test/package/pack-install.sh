@@ -32,14 +32,19 @@ if unpublished="$(grep -E '^package/(lib|test|sample|dist-[^/]*|node_modules)/|\
 fi
 echo "tarball: $(basename "$TARBALL"), $(wc -l <<<"$CONTENTS") files"
 
-echo "--- install into an empty app"
-APP="$WORK/app"
+# The peer range is "^11 || ^12": check the newest of each (12 is ESM-only, 11 is CommonJS).
+NEST_VERSIONS=("$(devVersion @nestjs/core)" "${NEST11_VERSION:-11.2.10}")
+check_against_nest() {
+local NEST="$1"
+echo "--- install into an empty app (Nest $NEST)"
+APP="$WORK/app-$NEST"
 mkdir "$APP"
 cat >"$APP/package.json" <<'JSON'
 { "name": "pack-install-check", "version": "0.0.0", "private": true }
 JSON
 DEPS=("$TARBALL")
-for peer in @nestjs/common @nestjs/core reflect-metadata rxjs; do
+DEPS+=("@nestjs/common@$NEST" "@nestjs/core@$NEST")
+for peer in reflect-metadata rxjs; do
   version="$(devVersion "$peer")"
   [[ -n "$version" ]] || fail "$peer is not in the repo's devDependencies; cannot pick its version"
   DEPS+=("$peer@$version")
@@ -142,4 +147,8 @@ if (( "$(node -p "require('$ROOT/node_modules/typescript/package.json').version.
     fail "check.ts does not type-check against the published types (module commonjs, moduleResolution node10)"
 fi
 
-echo "PASS pack-install: $(basename "$TARBALL") installs with only its required peers, loads from CommonJS, locks, and ships its types"
+}
+
+for NEST in "${NEST_VERSIONS[@]}"; do check_against_nest "$NEST"; done
+
+echo "PASS pack-install: $(basename "$TARBALL") installs with only its required peers (Nest ${NEST_VERSIONS[*]}), loads from CommonJS, locks, and ships its types"
