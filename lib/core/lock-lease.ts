@@ -60,8 +60,9 @@ export class LockLease {
     return this.validUntil;
   }
 
+  /** Judged by the clock, not only by the validity timer, which a busy event loop can run late. */
   get isHeld(): boolean {
-    return this.state === 'held';
+    return this.state === 'held' && this.host.clock.now() < this.validUntil;
   }
 
   get lossError(): LockLostError | undefined {

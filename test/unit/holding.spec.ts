@@ -1,4 +1,4 @@
-import { LockLostError } from '../../lib';
+import { LockLostError, LockService, ManualClock, MemoryLockBackend } from '../../lib';
 import { validityMs } from '../../lib/core/backoff';
 import { BendableBackend, deferred, memoryFixture, settle } from '../support/memory-fixture';
 
@@ -30,6 +30,19 @@ describe('holding a lock', () => {
     expect((lock.signal.reason as Error).message).toMatch(/ttl ran out without an extension/);
     expect(events.filter((e) => e.type === 'lost')).toHaveLength(1);
     await expect(lock.extend()).rejects.toBeInstanceOf(LockLostError);
+  });
+
+  it('judges isHeld by the clock, so a late validity timer cannot make a lapsed lock look held', async () => {
+    const clock = new ManualClock();
+    // A clock whose timers never fire: the worst case of a blocked event loop.
+    const stalled = { now: () => clock.now(), setTimeout: () => ({}), clearTimeout: () => undefined };
+    const locks = new LockService({ backends: { default: new MemoryLockBackend({ clock }) }, clock: stalled });
+    const lock = await locks.acquire('k', { ttl: 1_000 });
+    await clock.advance(validityMs(1_000) - 1);
+    expect(lock.isHeld).toBe(true);
+    await clock.advance(1);
+    expect(lock.signal.aborted).toBe(false);
+    expect(lock.isHeld).toBe(false);
   });
 
   it('autoExtend on acquire() keeps the lock until release', async () => {

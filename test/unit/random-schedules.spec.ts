@@ -18,7 +18,13 @@ type Step =
 const keysArb = fc.subarray([...KEYS], { minLength: 1, maxLength: 2 });
 const ttlArb = fc.constantFrom(300, 1_000, 3_000);
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({ kind: fc.constant('try' as const), app: fc.nat(2), keys: keysArb, ttl: ttlArb, autoExtend: fc.boolean() }),
+  fc.record({
+    kind: fc.constant('try' as const),
+    app: fc.nat(2),
+    keys: keysArb,
+    ttl: ttlArb,
+    autoExtend: fc.boolean(),
+  }),
   fc.record({
     kind: fc.constant('wait' as const),
     app: fc.nat(2),
@@ -76,7 +82,9 @@ async function runSchedule(steps: Step[]): Promise<void> {
         await pickHandle(step.pick)?.release();
         break;
       case 'extend':
-        await pickHandle(step.pick)?.extend().catch(() => undefined);
+        await pickHandle(step.pick)
+          ?.extend()
+          .catch(() => undefined);
         break;
       case 'abort':
         if (waiters.length) waiters[step.pick % waiters.length]!.abort(new Error('gave up'));
