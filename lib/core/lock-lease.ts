@@ -23,8 +23,8 @@ type LeaseState = 'held' | 'lost' | 'released';
  * an extension) and the watchdog (extends every ttl/3 until release).
  */
 export class LockLease {
-  readonly acquiredAt: number;
-  private readonly controller = new AbortController();
+  /** Made on first use: most locks end without anyone reading their signal, and a signal is costly to make. */
+  private controller: AbortController | undefined;
   private state: LeaseState = 'held';
   private validUntil: number;
   private validityTimer: ClockTimer | undefined;
@@ -44,15 +44,20 @@ export class LockLease {
     readonly options: ResolvedLockOptions,
     /** When the acquisition round that won started: validity counts from there, not from the reply. */
     roundStartedAt: number,
+    /** When the grant arrived. */
+    readonly acquiredAt: number,
     readonly autoExtend: boolean,
   ) {
-    this.acquiredAt = host.clock.now();
     this.validUntil = this.expiring ? roundStartedAt + Math.max(0, validityMs(options.ttl)) : Infinity;
-    this.armValidityTimer();
+    this.armValidityTimer(acquiredAt);
     if (autoExtend) this.armWatchdog();
   }
 
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.lostError) this.controller.abort(this.lostError);
+    }
     return this.controller.signal;
   }
 
@@ -106,9 +111,9 @@ export class LockLease {
     if (!stillOurs) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
     if (this.expiring) {
       this.validUntil = startedAt + Math.max(0, validityMs(ttl));
-      this.armValidityTimer();
+      this.armValidityTimer(this.host.clock.now());
     }
-    this.host.emit({ type: 'extended', ...this.eventBase(), ttl, automatic });
+    this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
   }
 
   /** Marks the lease lost (once): aborts the signal, tells listeners and observers. Returns the error. */
@@ -119,8 +124,9 @@ export class LockLease {
     const error = new LockLostError(this.keys[0]!.key, reason, { cause });
     this.lostError = error;
     this.host.forget(this);
-    this.controller.abort(error);
-    this.host.emit({ type: 'lost', ...this.eventBase(), heldMs: this.host.clock.now() - this.acquiredAt, error });
+    this.controller?.abort(error);
+    const now = this.host.clock.now();
+    this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
     for (const listener of this.lossListeners) listener(error);
     return error;
   }
@@ -132,7 +138,8 @@ export class LockLease {
   private async releaseInStore(): Promise<void> {
     const wasHeld = this.state === 'held';
     this.stopTimers();
-    const heldMs = this.host.clock.now() - this.acquiredAt;
+    const releasedAt = this.host.clock.now();
+    const heldMs = releasedAt - this.acquiredAt;
     const keepFor = this.options.minHold - heldMs;
     try {
       if (wasHeld && keepFor > 0) {
@@ -144,7 +151,7 @@ export class LockLease {
       if (this.state === 'held') this.state = 'released';
       this.host.forget(this);
     }
-    if (wasHeld) this.host.emit({ type: 'released', ...this.eventBase(), heldMs });
+    if (wasHeld) this.host.emit({ type: 'released', ...this.eventBase(releasedAt), heldMs });
   }
 
   /**
@@ -185,7 +192,7 @@ export class LockLease {
     return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);
   }
 
-  private armValidityTimer(): void {
+  private armValidityTimer(now: number): void {
     if (this.validityTimer) this.host.clock.clearTimeout(this.validityTimer);
     if (!Number.isFinite(this.validUntil)) return;
     this.validityTimer = this.host.clock.setTimeout(
@@ -193,7 +200,7 @@ export class LockLease {
         this.lose(
           this.autoExtend ? messages.lostExtendFailed(this.keys[0]!.key) : messages.lostExpired(this.keys[0]!.key),
         ),
-      this.validUntil - this.host.clock.now(),
+      this.validUntil - now,
     );
   }
 
@@ -226,10 +233,10 @@ export class LockLease {
   }
 
   private emitFailed(operation: 'release' | 'extend', error: LockError): void {
-    this.host.emit({ type: 'failed', ...this.eventBase(), operation, waitedMs: 0, error });
+    this.host.emit({ type: 'failed', ...this.eventBase(this.host.clock.now()), operation, waitedMs: 0, error });
   }
 
-  private eventBase(): { keys: readonly string[]; backend: string; at: number } {
-    return { keys: this.keys.map((k) => k.key), backend: this.backendName, at: this.host.clock.now() };
+  private eventBase(at: number): { keys: readonly string[]; backend: string; at: number } {
+    return { keys: this.keys.map((k) => k.key), backend: this.backendName, at };
   }
 }

@@ -3,7 +3,13 @@ import { Observable, Subject } from 'rxjs';
 import type { AcquireOutcome, BusyOutcome, LockBackend } from '../backends/lock-backend';
 import { backoffDelay } from './backoff';
 import { type LockClock, systemClock } from './clock';
-import { LockBackendError, LockConfigurationError, LockError, LockUnavailableError } from './errors';
+import {
+  LockBackendError,
+  LockConfigurationError,
+  LockError,
+  type LockLostError,
+  LockUnavailableError,
+} from './errors';
 import type { LockEvent } from './events';
 import { type KeyPair, normaliseKeys, validateKeyPrefix } from './key';
 import { LockHandle, type Lock } from './lock';
@@ -192,7 +198,8 @@ export class LockService {
       unwatch();
       await this.releaseAfterWork(handle);
     }
-    if (options.onLost === 'abort' && handle.signal.aborted) throw handle.signal.reason;
+    const lost = handle.lossError;
+    if (options.onLost === 'abort' && lost) throw lost;
     return result;
   }
 
@@ -220,9 +227,7 @@ export class LockService {
           if (finished || subscriber.closed) return finish();
           const unwatch = this.watchLoss(taken, options);
           const stopOnLoss =
-            options.onLost === 'abort'
-              ? onAbort(taken.signal, () => subscriber.error(taken.signal.reason))
-              : () => undefined;
+            options.onLost === 'abort' ? onLoss(taken, (error) => subscriber.error(error)) : () => undefined;
           teardown = () => {
             unwatch();
             stopOnLoss();
@@ -301,12 +306,23 @@ export class LockService {
       else earlyLosses.push(reason);
     };
     for (let attempt = 0; ; attempt++) {
-      const roundStartedAt = this.clock.now();
+      const roundStartedAt = attempt === 0 ? startedAt : this.clock.now();
       const round = await this.attemptRound(backend, name, keys, owner, options, onLost);
       if (round.tokens) {
-        lease = new LockLease(this.host, name, backend, keys, owner, round.tokens, options, roundStartedAt, autoExtend);
-        this.active.add(lease);
         const now = this.clock.now();
+        lease = new LockLease(
+          this.host,
+          name,
+          backend,
+          keys,
+          owner,
+          round.tokens,
+          options,
+          roundStartedAt,
+          now,
+          autoExtend,
+        );
+        this.active.add(lease);
         this.events.next({
           type: 'acquired',
           keys: keys.map((k) => k.key),
@@ -481,11 +497,19 @@ function hint(retryAfterMs: number | undefined): number {
   return retryAfterMs === undefined ? Infinity : Math.max(1, retryAfterMs);
 }
 
-function onAbort(signal: AbortSignal, listener: () => void): () => void {
-  if (signal.aborted) {
-    listener();
+/** Calls `listener` with the first loss among the handle's leases (at once if one is already lost). */
+function onLoss(handle: LockHandle, listener: (error: LockLostError) => void): () => void {
+  const lost = handle.lossError;
+  if (lost) {
+    listener(lost);
     return () => undefined;
   }
-  signal.addEventListener('abort', listener, { once: true });
-  return () => signal.removeEventListener('abort', listener);
+  let fired = false;
+  const once = (error: LockLostError): void => {
+    if (fired) return;
+    fired = true;
+    listener(error);
+  };
+  const stops = handle.leases.map((lease) => lease.onLoss(once));
+  return () => stops.forEach((stop) => stop());
 }

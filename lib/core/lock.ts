@@ -1,4 +1,4 @@
-import { LockConfigurationError } from './errors';
+import { LockConfigurationError, type LockLostError } from './errors';
 import type { KeyPair } from './key';
 import type { LockLease } from './lock-lease';
 import { messages } from './messages';
@@ -43,9 +43,9 @@ export interface Lock {
  */
 export class LockHandle implements Lock {
   readonly keys: readonly string[];
-  readonly signal: AbortSignal;
   readonly leases: readonly LockLease[];
   private released: Promise<void> | undefined;
+  private combinedSignal: AbortSignal | undefined;
 
   constructor(
     private readonly pairs: readonly KeyPair[],
@@ -54,7 +54,18 @@ export class LockHandle implements Lock {
   ) {
     this.keys = pairs.map((p) => p.key);
     this.leases = owned ? [...borrowed, owned] : borrowed;
-    this.signal = this.leases.length === 1 ? this.leases[0]!.signal : AbortSignal.any(this.leases.map((l) => l.signal));
+  }
+
+  get signal(): AbortSignal {
+    if (this.leases.length === 1) return this.leases[0]!.signal;
+    this.combinedSignal ??= AbortSignal.any(this.leases.map((l) => l.signal));
+    return this.combinedSignal;
+  }
+
+  /** @internal The first loss among the leases, if any: what onLost 'abort' rethrows. */
+  get lossError(): LockLostError | undefined {
+    for (const lease of this.leases) if (lease.lossError) return lease.lossError;
+    return undefined;
   }
 
   get key(): string {

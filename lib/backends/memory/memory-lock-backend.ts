@@ -53,15 +53,15 @@ export class MemoryLockBackend implements LockBackend {
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
     this.assertOpen('acquire a lock');
-    const held = this.live(request.key);
-    if (held) return { acquired: false, retryAfterMs: held.expiresAt - this.clock.now() };
-    const expiresAt = this.clock.now() + request.ttl;
+    const now = this.clock.now();
+    const held = this.live(request.key, now);
+    if (held) return { acquired: false, retryAfterMs: held.expiresAt - now };
     this.entries.set(request.key, {
       owner: request.owner,
-      expiresAt,
+      expiresAt: now + request.ttl,
       timer: this.expireAt(request.key, request.ttl),
     });
-    return { acquired: true, fencingToken: this.nextToken() };
+    return { acquired: true, fencingToken: this.nextToken(now) };
   }
 
   async release(lease: LeaseRef): Promise<boolean> {
@@ -113,10 +113,10 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   /** The entry for `key` if it has not expired. Expired entries are dropped here too, not only by their timer. */
-  private live(key: string): Entry | undefined {
+  private live(key: string, now = this.clock.now()): Entry | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    if (entry.expiresAt > this.clock.now()) return entry;
+    if (entry.expiresAt > now) return entry;
     this.remove(key, entry);
     return undefined;
   }
@@ -147,8 +147,8 @@ export class MemoryLockBackend implements LockBackend {
     });
   }
 
-  private nextToken(): bigint {
-    const floor = BigInt(Math.floor(this.clock.now())) << TOKEN_CLOCK_SHIFT;
+  private nextToken(now: number): bigint {
+    const floor = BigInt(Math.floor(now)) << TOKEN_CLOCK_SHIFT;
     this.lastToken = this.lastToken + 1n > floor ? this.lastToken + 1n : floor;
     return this.lastToken;
   }
