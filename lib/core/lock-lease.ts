@@ -95,7 +95,7 @@ export class LockLease {
   }
 
   async extend(ttl: number, automatic: boolean): Promise<void> {
-    if (this.state !== 'held') throw this.lostError ?? this.lose(messages.lostExtendRejected(this.keys[0]!.key));
+    this.assertExtendable();
     const startedAt = this.host.clock.now();
     let stillOurs: boolean;
     try {
@@ -107,13 +107,20 @@ export class LockLease {
       this.emitFailed('extend', wrapped);
       throw wrapped;
     }
-    if (this.state !== 'held') throw this.lostError ?? this.lose(messages.lostExtendRejected(this.keys[0]!.key));
+    this.assertExtendable();
     if (!stillOurs) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
     if (this.expiring) {
       this.validUntil = startedAt + Math.max(0, validityMs(ttl));
       this.armValidityTimer(this.host.clock.now());
     }
     this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+  }
+
+  private assertExtendable(): void {
+    if (this.lostError) throw this.lostError;
+    if (this.state === 'released' || this.releasing) {
+      throw new LockLostError(this.keys[0]!.key, messages.extendAfterRelease(this.keys[0]!.key));
+    }
   }
 
   /** Marks the lease lost (once): aborts the signal, tells listeners and observers. Returns the error. */
@@ -127,7 +134,13 @@ export class LockLease {
     this.controller?.abort(error);
     const now = this.host.clock.now();
     this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
-    for (const listener of this.lossListeners) listener(error);
+    for (const listener of this.lossListeners) {
+      try {
+        listener(error);
+      } catch {
+        // A listener's failure must not stop the others, nor surface inside a timer where nothing can catch it.
+      }
+    }
     return error;
   }
 
@@ -159,12 +172,12 @@ export class LockLease {
    * cannot expire keys, so the release itself is put off until then.
    */
   private async keepUntilMinHold(keepFor: number): Promise<void> {
-    this.state = 'released';
     if (this.expiring) {
-      await this.settleAll(
+      const stillOurs = await this.settleAll(
         'release',
         this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor)),
       );
+      if (stillOurs.some((ours) => !ours)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
       return;
     }
     this.host.clock.setTimeout(() => {

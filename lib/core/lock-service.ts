@@ -147,7 +147,7 @@ export class LockService {
   }
 
   /**
-   * Releases every lock this service still holds, whatever holds remain (locks taken later are not affected).
+   * Releases every lock this service holds now, reentrant scopes included (locks taken afterwards are not affected).
    * Store errors are reported as 'failed' events; the ttl frees what could not be released.
    */
   async releaseAll(): Promise<void> {

@@ -22,6 +22,8 @@ export const messages = {
   lostReleaseRejected: (key: string) =>
     `Lock ${quote(key)} had already expired when it was released, so the work under it may not have been ` +
     `exclusive. Raise ttl or leave autoExtend on.`,
+  extendAfterRelease: (key: string) =>
+    `Lock ${quote(key)} has been released, so it cannot be extended. Take it again if the work goes on.`,
   lostByBackend: (key: string, reason: string) => `Lock ${quote(key)} was lost: ${reason}`,
   lostSibling: (key: string, other: string) =>
     `Lock ${quote(key)} is given up because ${quote(other)}, taken together with it, was lost.`,

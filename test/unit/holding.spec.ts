@@ -83,6 +83,24 @@ describe('holding a lock', () => {
     await lock.release();
   });
 
+  it('refuses to extend a released lock, saying so', async () => {
+    const { locks } = memoryFixture();
+    const lock = await locks.acquire('k');
+    await lock.release();
+    await expect(lock.extend()).rejects.toThrow(/has been released, so it cannot be extended/);
+  });
+
+  it('reports a minHold release that finds the lock already gone as a loss', async () => {
+    let backend!: BendableBackend;
+    const { locks, events } = memoryFixture({}, (memory) => (backend = new BendableBackend(memory)));
+    const lock = await locks.acquire('k', { ttl: 1_000, minHold: 900 });
+    // The store no longer has it for us (an operator deleted it, a failover lost it).
+    backend.extend = async () => false;
+    await lock.release();
+    expect(events.filter((e) => e.type === 'lost')).toHaveLength(1);
+    expect(lock.signal.reason).toMatchObject({ code: 'LOCK_LOST' });
+  });
+
   it('lock.extend(ttl) restarts the ttl from now', async () => {
     const { locks, clock, memory } = memoryFixture();
     const lock = await locks.acquire('k', { ttl: 1_000 });
