@@ -223,8 +223,9 @@ export class LockService {
       };
       this.take(keys, options, options.autoExtend ?? true, cancelWait.signal).then(
         (taken) => {
+          // Unsubscribed while the store was granting: nobody will use the lock, give it straight back.
+          if (finished || subscriber.closed) return void this.releaseAfterWork(taken);
           handle = taken;
-          if (finished || subscriber.closed) return finish();
           const unwatch = this.watchLoss(taken, options);
           const stopOnLoss =
             options.onLost === 'abort' ? onLoss(taken, (error) => subscriber.error(error)) : () => undefined;

@@ -7,7 +7,8 @@ import {
   ManualClock,
   MemoryLockBackend,
 } from '../../lib';
-import { deferred, memoryFixture, settle } from '../support/memory-fixture';
+import { of } from 'rxjs';
+import { BendableBackend, deferred, memoryFixture, settle } from '../support/memory-fixture';
 
 describe('using()', () => {
   it('runs the work under the lock, returns its result and releases however it ends', async () => {
@@ -291,5 +292,24 @@ describe('using()', () => {
       const again = await locks.acquire('a');
       expect(again.isHeld).toBe(true);
     });
+  });
+});
+
+describe('observeLocked (the Observable form behind @Locked)', () => {
+  it('gives back a lock granted after the subscriber already left', async () => {
+    let backend!: BendableBackend;
+    const { locks, clock, memory } = memoryFixture({}, (inner) => (backend = new BendableBackend(inner)));
+    const granting = deferred();
+    backend.acquire = async (request) => {
+      await granting.promise;
+      return backend.inner.acquire(request);
+    };
+    const options = locks.resolveOptions(undefined, 'test');
+    const subscription = locks.observeLocked(locks.normaliseKeys('k'), () => of(1), options, []).subscribe();
+    await settle(clock);
+    subscription.unsubscribe();
+    granting.resolve();
+    await settle(clock);
+    expect(await memory.isLocked('k')).toBe(false);
   });
 });
