@@ -52,8 +52,10 @@ export function prepareLockedMethod(method: LockedMethod, service: LockService):
   method.prepared.set(service, { options, constantKeys });
 }
 
-function serviceFor(instance: object): LockService | undefined {
-  return boundInstances.get(instance) ?? boundClasses.get((instance as { constructor: object }).constructor);
+function serviceFor(instance: unknown): LockService | undefined {
+  // A method called detached (`const pay = orders.pay; pay(1)`) has no instance to find its app by.
+  if (typeof instance !== 'object' || instance === null) return undefined;
+  return boundInstances.get(instance) ?? boundClasses.get(instance.constructor);
 }
 
 /** The body every @Locked method is replaced by: find this app's LockService, build the keys, run locked. */

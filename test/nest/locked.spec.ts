@@ -265,6 +265,11 @@ describe('@Locked on a provider', () => {
 });
 
 describe('@Locked outside a Nest container', () => {
+  it('refuses to run a method called without its instance', async () => {
+    const detached = new OrderService().double as unknown as (value: number) => Promise<number>;
+    await expect(detached(1)).rejects.toBeInstanceOf(LockConfigurationError);
+  });
+
   it('refuses to run unlocked on an instance created with new', async () => {
     const error = await (new OrderService().double(1) as unknown as Promise<number>).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockConfigurationError);
