@@ -15,7 +15,8 @@ export class ReportJob {
   private readonly logger = new Logger(ReportJob.name);
   private runs = 0;
 
-  // @Locked goes above @Interval so it wraps the method the scheduler calls.
+  // The order of @Locked and @Interval does not matter: @Locked replaces the method when the class is defined
+  // and carries the scheduler's metadata over, so the scheduler calls the locked version.
   // 'skip': the instances that lose the race just do nothing this tick.
   // minHold: the winner keeps the key for half a period even though the work is quick, so an instance whose
   // timer fires a little later (started later, clock skew) still finds it taken and skips.
