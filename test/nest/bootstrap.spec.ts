@@ -266,14 +266,21 @@ describe('DistributedLockModule', () => {
 });
 
 describe('@Locked with @nestjs/schedule', () => {
-  it('the scheduler calls the locked method, whichever module initialises first', async () => {
+  it('the scheduler calls the locked method, whichever decorator comes first and module initialises first', async () => {
     const seen: Array<bigint | undefined> = [];
+    const seenReversed: Array<bigint | undefined> = [];
     @Injectable()
     class Job {
       @Interval(10)
       @Locked('jobs:tick', { onLocked: 'skip' })
       async tick(): Promise<void> {
         seen.push(LockContext.current()?.fencingToken);
+      }
+
+      @Locked('jobs:tock', { onLocked: 'skip' })
+      @Interval(10)
+      async tock(): Promise<void> {
+        seenReversed.push(LockContext.current()?.fencingToken);
       }
     }
     const moduleRef = await Test.createTestingModule({
@@ -284,10 +291,14 @@ describe('@Locked with @nestjs/schedule', () => {
       providers: [Job],
     }).compile();
     const app = await moduleRef.init();
-    for (let i = 0; i < 200 && seen.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 200 && (seen.length < 2 || seenReversed.length < 2); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     await app.close();
-    expect(seen.length).toBeGreaterThanOrEqual(2);
-    expect(seen.every((token) => typeof token === 'bigint')).toBe(true);
-    expect(seen[1]!).toBeGreaterThan(seen[0]!);
+    for (const calls of [seen, seenReversed]) {
+      expect(calls.length).toBeGreaterThanOrEqual(2);
+      expect(calls.every((token) => typeof token === 'bigint')).toBe(true);
+      expect(calls[1]!).toBeGreaterThan(calls[0]!);
+    }
   });
 });
