@@ -287,6 +287,7 @@ export class LockService {
   /**
    * Rounds of one attempt per key in sorted order. A busy key ends the round: the keys taken so far are given
    * back (all or none, and no holding while waiting) and the round is retried once the busy key may be free.
+   * Places in line a queueing store kept for us are withdrawn however the wait ends without the lock.
    */
   private async grant(
     backend: LockBackend,
@@ -300,64 +301,77 @@ export class LockService {
     const startedAt = this.clock.now();
     const deadline = startedAt + options.waitTimeout;
     const waitSignal = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
-    let lease: LockLease | undefined;
-    const earlyLosses: string[] = [];
-    const onLost = (reason: string): void => {
-      if (lease) lease.lose(reason);
-      else earlyLosses.push(reason);
-    };
-    for (let attempt = 0; ; attempt++) {
-      const roundStartedAt = attempt === 0 ? startedAt : this.clock.now();
-      const round = await this.attemptRound(backend, name, keys, owner, options, onLost);
-      if (round.tokens) {
-        const now = this.clock.now();
-        lease = new LockLease(
-          this.host,
-          name,
-          backend,
-          keys,
-          owner,
-          round.tokens,
-          options,
-          roundStartedAt,
-          now,
-          autoExtend,
-        );
-        this.active.add(lease);
-        this.events.next({
-          type: 'acquired',
-          keys: keys.map((k) => k.key),
-          backend: name,
-          at: now,
-          fencingTokens: round.tokens,
-          waitedMs: now - startedAt,
-        });
-        if (earlyLosses.length > 0) lease.lose(messages.lostByBackend(keys[0]!.key, earlyLosses[0]!));
-        if (this.closed) {
-          // Shutdown began while the store was granting: give the key straight back.
-          await lease.release().catch(() => undefined);
-          throw new LockBackendError(name, messages.serviceClosed());
+    const lossRelay = new LossRelay();
+    const queued = new Map<string, KeyPair>();
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const roundStartedAt = attempt === 0 ? startedAt : this.clock.now();
+        const round = await this.attemptRound(backend, name, keys, owner, options, lossRelay.report);
+        if (round.tokens) {
+          queued.clear();
+          return await this.newLease(backend, keys, owner, round.tokens, options, roundStartedAt, startedAt, {
+            autoExtend,
+            lossRelay,
+          });
         }
-        return lease;
+        if (round.outcome.queued) queued.set(round.busy.stored, round.busy);
+        const remaining = deadline - this.clock.now();
+        waitSignal.throwIfAborted();
+        if (remaining <= 0) throw this.failAcquire(keys, name, startedAt, round.busy, round.outcome);
+        const pause = Math.min(remaining, backoffDelay(options.retry, attempt), hint(round.outcome.retryAfterMs));
+        try {
+          await backend.waitForRelease({ key: round.busy.stored, owner, timeoutMs: pause, signal: waitSignal });
+        } catch (error) {
+          throw this.wrapBackendError(name, 'wait for a lock', error);
+        }
+        waitSignal.throwIfAborted();
       }
-      const remaining = deadline - this.clock.now();
-      if (remaining <= 0 || waitSignal.aborted) {
-        await this.withdraw(backend, round.busy, owner, round.outcome);
-        if (waitSignal.aborted) throw waitSignal.reason;
-        throw this.failAcquire(keys, name, startedAt, round.busy, round.outcome);
-      }
-      const pause = Math.min(remaining, backoffDelay(options.retry, attempt), hint(round.outcome.retryAfterMs));
-      try {
-        await backend.waitForRelease({ key: round.busy.stored, owner, timeoutMs: pause, signal: waitSignal });
-      } catch (error) {
-        await this.withdraw(backend, round.busy, owner, round.outcome);
-        throw this.wrapBackendError(name, 'wait for a lock', error);
-      }
-      if (waitSignal.aborted) {
-        await this.withdraw(backend, round.busy, owner, round.outcome);
-        throw waitSignal.reason;
-      }
+    } finally {
+      if (queued.size > 0) await this.giveBack(backend, [...queued.values()], owner);
     }
+  }
+
+  /** Wraps a grant in a lease, announces it, and hands it back at once if shutdown began meanwhile. */
+  private async newLease(
+    backend: LockBackend,
+    keys: readonly KeyPair[],
+    owner: string,
+    tokens: bigint[],
+    options: ResolvedLockOptions,
+    roundStartedAt: number,
+    startedAt: number,
+    { autoExtend, lossRelay }: { autoExtend: boolean; lossRelay: LossRelay },
+  ): Promise<LockLease> {
+    const name = options.backend;
+    const now = this.clock.now();
+    const lease = new LockLease(
+      this.host,
+      name,
+      backend,
+      keys,
+      owner,
+      tokens,
+      options,
+      roundStartedAt,
+      now,
+      autoExtend,
+    );
+    this.active.add(lease);
+    this.events.next({
+      type: 'acquired',
+      keys: keys.map((k) => k.key),
+      backend: name,
+      at: now,
+      fencingTokens: tokens,
+      waitedMs: now - startedAt,
+    });
+    lossRelay.attach(lease);
+    if (this.closed) {
+      // Shutdown began while the store was granting: give the key straight back.
+      await lease.release().catch(() => undefined);
+      throw new LockBackendError(name, messages.serviceClosed());
+    }
+    return lease;
   }
 
   private async attemptRound(
@@ -401,11 +415,6 @@ export class LockService {
   /** Gives back keys taken earlier in a round that could not complete. Best effort: their ttl is the backstop. */
   private async giveBack(backend: LockBackend, keys: readonly KeyPair[], owner: string): Promise<void> {
     await Promise.allSettled(keys.map((k) => backend.release({ key: k.stored, owner })));
-  }
-
-  /** Drops a queued claim (a place in line) that a waiter no longer wants. */
-  private async withdraw(backend: LockBackend, key: KeyPair, owner: string, outcome: BusyOutcome): Promise<void> {
-    if (outcome.queued) await Promise.allSettled([backend.release({ key: key.stored, owner })]);
   }
 
   private failAcquire(
@@ -492,6 +501,25 @@ function unlimitedAbortController(): AbortController {
   const controller = new AbortController();
   setMaxListeners(0, controller.signal);
   return controller;
+}
+
+/**
+ * Passes a loss the backend reports (session expired, connection dropped) to the lease — also when the report
+ * arrives while the grant is still on its way, before the lease exists.
+ */
+class LossRelay {
+  private lease: LockLease | undefined;
+  private early: string | undefined;
+
+  readonly report = (reason: string): void => {
+    if (this.lease) this.lease.lose(messages.lostByBackend(this.lease.keys[0]!.key, reason));
+    else this.early ??= reason;
+  };
+
+  attach(lease: LockLease): void {
+    this.lease = lease;
+    if (this.early !== undefined) lease.lose(messages.lostByBackend(lease.keys[0]!.key, this.early));
+  }
 }
 
 function hint(retryAfterMs: number | undefined): number {

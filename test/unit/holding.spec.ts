@@ -179,3 +179,75 @@ describe('holding a lock', () => {
     expect(events.at(-1)).toMatchObject({ type: 'failed', operation: 'release' });
   });
 });
+
+describe('losses only the store can see (a session ended, a connection dropped)', () => {
+  const sessionStore = () => {
+    let backend!: BendableBackend;
+    const reports: Array<(reason: string) => void> = [];
+    const fixture = memoryFixture({}, (memory) => {
+      backend = new BendableBackend(memory, { expiring: false, sessionBound: true });
+      backend.acquire = async (request) => {
+        reports.push(request.onLost);
+        return memory.acquire(request);
+      };
+      return backend;
+    });
+    return { ...fixture, backend, reports };
+  };
+
+  it('mark the lock lost with the store’s reason', async () => {
+    const { locks, reports, events } = sessionStore();
+    const lock = await locks.acquire('k');
+    expect(lock.expiresAt).toBe(Infinity);
+    reports[0]!('ZooKeeper session 0x1f expired');
+    expect(lock.isHeld).toBe(false);
+    expect((lock.signal.reason as Error).message).toMatch(/"k" was lost: ZooKeeper session 0x1f expired/);
+    expect(events.filter((e) => e.type === 'lost')).toHaveLength(1);
+  });
+
+  it('reported while the grant is still on its way, mark the lock lost as soon as it arrives', async () => {
+    let backend!: BendableBackend;
+    const { locks } = memoryFixture({}, (memory) => {
+      backend = new BendableBackend(memory, { expiring: false, sessionBound: true });
+      backend.acquire = async (request) => {
+        const outcome = await memory.acquire(request);
+        request.onLost('connection reset');
+        return outcome;
+      };
+      return backend;
+    });
+    const lock = await locks.acquire('k');
+    expect(lock.isHeld).toBe(false);
+    expect((lock.signal.reason as Error).message).toMatch(/connection reset/);
+  });
+});
+
+describe('places in line kept by a queueing store', () => {
+  it('are all withdrawn when a multi-key wait gives up, even after the busy key changed', async () => {
+    let backend!: BendableBackend;
+    const { locks, clock, peer } = memoryFixture({}, (memory) => {
+      backend = new BendableBackend(memory, { queued: true });
+      backend.acquire = async (request) => {
+        const outcome = await memory.acquire(request);
+        return outcome.acquired ? outcome : { ...outcome, queued: request.keepPlace };
+      };
+      return backend;
+    });
+    const other = peer();
+    const holdB = await other.acquire('b', { ttl: 60_000 });
+    const waiting = locks
+      .acquire(['a', 'b'], { waitTimeout: 5_000, retry: { delay: 100, jitter: 0 } })
+      .catch((error: unknown) => error);
+    await clock.advance(50);
+    // Now 'a' is busy too, and 'b' is free: the waiter's next round stops at 'a'.
+    await holdB.release();
+    const holdA = await other.acquire('a', { ttl: 60_000 });
+    const released: string[] = [];
+    const release = backend.release;
+    backend.release = (lease) => (released.push(lease.key), release(lease));
+    await clock.advance(5_000);
+    expect(await waiting).toMatchObject({ code: 'LOCK_UNAVAILABLE', key: 'a' });
+    expect(released.sort()).toEqual(['a', 'b']);
+    await holdA.release();
+  });
+});
