@@ -250,6 +250,98 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
       });
     });
 
+    describe('primitives, as the core relies on them', () => {
+      const lease = () => ({ key: `contract:${randomUUID()}:k`, owner: randomUUID().replace(/-/g, '') });
+      const request = (ref: { key: string; owner: string }, keepPlace = false) => ({
+        ...ref,
+        ttl: harness.ttl * 10,
+        keepPlace,
+        onLost: () => undefined,
+      });
+
+      it('acquire grants a positive bigint token, then reports the key busy to others', async () => {
+        const mine = lease();
+        const granted = await harness.backend.acquire(request(mine));
+        expect(granted.acquired).toBe(true);
+        if (!granted.acquired) return;
+        expect(typeof granted.fencingToken).toBe('bigint');
+        expect(granted.fencingToken).toBeGreaterThan(0n);
+        const theirs = { key: mine.key, owner: 'e'.repeat(32) };
+        const busy = await harness.backend.acquire(request(theirs));
+        expect(busy.acquired).toBe(false);
+        if (!busy.acquired && busy.retryAfterMs !== undefined) {
+          expect(busy.retryAfterMs).toBeGreaterThan(0);
+          expect(busy.retryAfterMs).toBeLessThanOrEqual(harness.ttl * 10);
+        }
+        expect(await harness.backend.release(mine)).toBe(true);
+      });
+
+      it('keeps a place in line for a waiter exactly when capabilities.queued says so', async () => {
+        const mine = lease();
+        await harness.backend.acquire(request(mine));
+        const waiter = { key: mine.key, owner: 'd'.repeat(32) };
+        const busy = await harness.backend.acquire(request(waiter, true));
+        expect(busy.acquired).toBe(false);
+        expect(Boolean(!busy.acquired && busy.queued)).toBe(harness.backend.capabilities.queued);
+        const tryOnce = await harness.backend.acquire(request({ key: mine.key, owner: 'c'.repeat(32) }, false));
+        expect(!tryOnce.acquired && tryOnce.queued).toBeFalsy();
+        // Withdrawing a claim is a release that finds no lock: false, and the holder keeps the key.
+        expect(await harness.backend.release(waiter)).toBe(false);
+        expect(await harness.backend.isLocked(mine.key)).toBe(true);
+        expect(await harness.backend.release(mine)).toBe(true);
+      });
+
+      it('release and extend of a key nobody holds answer false', async () => {
+        const nobody = lease();
+        expect(await harness.backend.release(nobody)).toBe(false);
+        expect(await harness.backend.extend(nobody, harness.ttl)).toBe(false);
+        expect(await harness.backend.isLocked(nobody.key)).toBe(false);
+      });
+
+      it('waitForRelease resolves at once for a free key, on abort, and by its timeout', async () => {
+        const free = lease();
+        const never = new AbortController().signal;
+        let done = false;
+        const waitFree = harness.backend
+          .waitForRelease({ ...free, timeoutMs: harness.ttl * 100, signal: never })
+          .then(() => (done = true));
+        await harness.elapse(1);
+        expect(done).toBe(true);
+        await waitFree;
+
+        const held = lease();
+        await harness.backend.acquire(request(held));
+        const controller = new AbortController();
+        let aborted = false;
+        const waitAbort = harness.backend
+          .waitForRelease({
+            key: held.key,
+            owner: 'b'.repeat(32),
+            timeoutMs: harness.ttl * 100,
+            signal: controller.signal,
+          })
+          .then(() => (aborted = true));
+        await harness.elapse(1);
+        expect(aborted).toBe(false);
+        controller.abort();
+        await harness.elapse(1);
+        expect(aborted).toBe(true);
+        await waitAbort;
+
+        let timedOut = false;
+        const timeoutMs = Math.max(10, Math.floor(harness.ttl / 4));
+        const waitTimeout = harness.backend
+          .waitForRelease({ key: held.key, owner: 'b'.repeat(32), timeoutMs, signal: never })
+          .then(() => (timedOut = true));
+        await harness.elapse(1);
+        expect(timedOut).toBe(false);
+        for (let i = 0; i < 20 && !timedOut; i++) await harness.elapse(timeoutMs);
+        expect(timedOut).toBe(true);
+        await waitTimeout;
+        expect(await harness.backend.release(held)).toBe(true);
+      });
+    });
+
     it('closes idempotently', async () => {
       const spare = await harness.reopen();
       await spare.close();
