@@ -25,6 +25,21 @@ export interface BenchCase {
   readonly op: (worker: number) => unknown;
   /** Workers running `op` at once. Default 1: sequential awaits. */
   readonly concurrency?: number;
+  /**
+   * Operations per timed run, fixed by the row instead of sized to BENCH_TIME_MS (and over BENCH_ITERATIONS):
+   * for rows whose figures need an exact amount of work per run, e.g. N grants of one contended lock.
+   */
+  readonly iterations?: number;
+  /**
+   * Told when a batch of `op` calls begins (a warm-up batch or a timed run, and how many calls); what it returns
+   * is called once every call of the batch has settled. For rows that keep their own figures run by run.
+   */
+  readonly onBatch?: (batch: BatchInfo) => (() => void) | void;
+}
+
+export interface BatchInfo {
+  readonly iterations: number;
+  readonly timed: boolean;
 }
 
 export interface ScenarioContext {
@@ -248,7 +263,9 @@ async function warmUp(c: BenchCase, ms: number, targetMs: number): Promise<numbe
   const until = performance.now() + ms;
   do {
     if (scratch.length < batch) scratch = new Float64Array(batch);
+    const ended = c.onBatch?.({ iterations: batch, timed: false });
     const wallMs = await runBatch(c.op, batch, concurrency, scratch);
+    ended?.();
     // The fastest batch sizes the runs: one slowed by a neighbour would make every run too short.
     if (wallMs >= 1) perOpMs = Math.min(perOpMs, wallMs / batch);
     if (wallMs < 5) batch *= 2;
@@ -297,7 +314,7 @@ export async function runScenario(
   const iterations = new Map<BenchCase, number>();
   for (const c of cases) {
     const sized = await warmUp(c, options.warmupMs, options.runTimeMs);
-    iterations.set(c, options.iterations ?? sized);
+    iterations.set(c, c.iterations ?? options.iterations ?? sized);
   }
   const latencies = new Float64Array(Math.max(...iterations.values()));
   const runs = new Map<BenchCase, { meanUs: number[]; p50Us: number[]; p99Us: number[]; spans: [number, number][] }>(
@@ -312,7 +329,9 @@ export async function runScenario(
       // No forced GC between runs: after a full gc() V8 starts incremental marking early in the next run, and
       // its write barriers made every row here 1.5–2× slower by run mean than in steady state.
       const startedAt = performance.now();
+      const ended = c.onBatch?.({ iterations: m, timed: true });
       const wallMs = await runBatch(c.op, m, c.concurrency ?? 1, latencies);
+      ended?.();
       const sorted = latencies.subarray(0, m).sort();
       const figures = runs.get(c)!;
       figures.meanUs.push((wallMs * 1000) / m);

@@ -1,8 +1,9 @@
 import type { Scenario } from '../harness';
 import { memoryScenario } from './memory';
+import { memoryContentionScenario } from './memory-contention';
 
 /**
  * Every scenario, in the order they run. A new store (Redis, SQL, ZooKeeper) or a peer library measured side
  * by side is one more file here; its setup throws BenchSkip when what it needs is missing.
  */
-export const scenarios: readonly Scenario[] = [memoryScenario];
+export const scenarios: readonly Scenario[] = [memoryScenario, memoryContentionScenario];
