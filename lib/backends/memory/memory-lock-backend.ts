@@ -9,6 +9,7 @@ import type {
   LockBackendCapabilities,
   WaitForRelease,
 } from '../lock-backend';
+import { WaitQueue } from './wait-queue';
 
 export interface MemoryLockBackendOptions {
   /** Time source for ttl expiry; share one ManualClock with the module to test expiry without sleeping. */
@@ -21,6 +22,12 @@ interface Entry {
   timer: ClockTimer;
 }
 
+/**
+ * How long a free key waits for the first in line to take it when that waiter is not even listening (it gave
+ * up without withdrawing, e.g. because the withdrawal itself failed). Then the next in line gets its turn.
+ */
+const HANDOFF_MS = 10;
+
 /** Fencing tokens start at the wall clock in ms shifted left 20 bits; see nextToken(). */
 const TOKEN_CLOCK_SHIFT = 20n;
 
@@ -28,6 +35,11 @@ const TOKEN_CLOCK_SHIFT = 20n;
  * Locks held in this process's memory: full semantics (ttl expiry, owner-only release, fencing tokens,
  * wake-ups on release) for single-instance apps and for unit tests of code that takes locks. It does not
  * coordinate separate processes.
+ *
+ * Fair: callers that wait keep a place in a FIFO line per key (capabilities.queued), a release wakes only the
+ * first in line, and nobody — not even the releaser coming straight back — takes a free key past the line.
+ * In-process there is no network delay to give waiters a chance, so without this a holder looping on a key
+ * would re-take it every time and starve everyone else.
  *
  * Fencing tokens: one counter for all keys, never below `now_ms << 20`. Tokens therefore rise strictly per key
  * within the process and stay above those of an earlier run of the app as long as the wall clock does not go
@@ -39,11 +51,12 @@ export class MemoryLockBackend implements LockBackend {
     expiring: true,
     sessionBound: false,
     nativeWait: true,
-    queued: false,
+    queued: true,
   };
   private readonly clock: LockClock;
   private readonly entries = new Map<string, Entry>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly lines = new Map<string, WaitQueue>();
+  private readonly handoffs = new Map<string, ClockTimer>();
   private lastToken = 0n;
   private closed = false;
 
@@ -55,7 +68,15 @@ export class MemoryLockBackend implements LockBackend {
     this.assertOpen('acquire a lock');
     const now = this.clock.now();
     const held = this.live(request.key, now);
-    if (held) return { acquired: false, retryAfterMs: held.expiresAt - now };
+    const line = this.lines.get(request.key);
+    if (held || (line && !line.isFirst(request.owner))) {
+      const queued = request.keepPlace && this.line(request.key).join(request.owner);
+      const retryAfterMs = held ? held.expiresAt - now : undefined;
+      return retryAfterMs === undefined ? { acquired: false, queued } : { acquired: false, queued, retryAfterMs };
+    }
+    line?.leave(request.owner);
+    this.dropLineIfEmpty(request.key);
+    this.cancelHandoff(request.key);
     this.entries.set(request.key, {
       owner: request.owner,
       expiresAt: now + request.ttl,
@@ -67,9 +88,17 @@ export class MemoryLockBackend implements LockBackend {
   async release(lease: LeaseRef): Promise<boolean> {
     this.assertOpen('release a lock');
     const held = this.live(lease.key);
-    if (!held || held.owner !== lease.owner) return false;
-    this.remove(lease.key, held);
-    return true;
+    if (held && held.owner === lease.owner) {
+      this.remove(lease.key, held);
+      return true;
+    }
+    // Not the holder: withdraw the owner's place in line, if it has one.
+    const line = this.lines.get(lease.key);
+    if (line?.leave(lease.owner)) {
+      this.dropLineIfEmpty(lease.key);
+      if (!held) this.offerToFirst(lease.key);
+    }
+    return false;
   }
 
   async extend(lease: LeaseRef, ttl: number): Promise<boolean> {
@@ -83,20 +112,21 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   waitForRelease(wait: WaitForRelease): Promise<void> {
-    if (this.closed || !this.live(wait.key) || wait.signal.aborted) return Promise.resolve();
+    if (this.closed || wait.signal.aborted) return Promise.resolve();
+    const line = this.lines.get(wait.key);
+    const myTurn = !this.live(wait.key) && (!line || line.isFirst(wait.owner));
+    if (myTurn) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const waiters = this.waiters.get(wait.key) ?? new Set<() => void>();
-      this.waiters.set(wait.key, waiters);
       const done = (): void => {
         this.clock.clearTimeout(timer);
         wait.signal.removeEventListener('abort', done);
-        waiters.delete(done);
-        if (waiters.size === 0 && this.waiters.get(wait.key) === waiters) this.waiters.delete(wait.key);
+        this.lines.get(wait.key)?.stopListening(wait.owner, done);
         resolve();
       };
       const timer = this.clock.setTimeout(done, wait.timeoutMs);
       wait.signal.addEventListener('abort', done, { once: true });
-      waiters.add(done);
+      // A waiter without a place in line (it did not ask to keep one) is woken with the first.
+      this.line(wait.key).listen(wait.owner, done);
     });
   }
 
@@ -109,7 +139,10 @@ export class MemoryLockBackend implements LockBackend {
     this.closed = true;
     for (const entry of this.entries.values()) this.clock.clearTimeout(entry.timer);
     this.entries.clear();
-    for (const key of [...this.waiters.keys()]) this.wake(key);
+    for (const key of [...this.handoffs.keys()]) this.cancelHandoff(key);
+    const lines = [...this.lines.values()];
+    this.lines.clear();
+    for (const line of lines) line.wakeAll();
   }
 
   /** The entry for `key` if it has not expired. Expired entries are dropped here too, not only by their timer. */
@@ -131,20 +164,55 @@ export class MemoryLockBackend implements LockBackend {
   private remove(key: string, entry: Entry): void {
     this.clock.clearTimeout(entry.timer);
     this.entries.delete(key);
-    this.wake(key);
+    this.offerToFirst(key);
   }
 
   /**
-   * Wakes waiters on the next turn of the event loop rather than at once, as a store notification would
-   * arrive: the releasing caller finishes (and reports its release) before a waiter can take the key.
+   * The key is free: wakes the first in line on the next turn of the event loop rather than at once, as a
+   * store notification would arrive (the releasing caller finishes, and reports its release, first). If that
+   * waiter is gone without a word, its place lapses after HANDOFF_MS and the next one is offered the key.
    */
-  private wake(key: string): void {
-    const waiters = this.waiters.get(key);
-    if (!waiters) return;
-    this.waiters.delete(key);
-    setImmediate(() => {
-      for (const wake of waiters) wake();
-    });
+  private offerToFirst(key: string): void {
+    this.cancelHandoff(key);
+    const line = this.lines.get(key);
+    if (!line) return;
+    setImmediate(() => line.wakeFirst());
+    const head = line.first;
+    if (head === undefined) return;
+    const check = (): void => {
+      this.handoffs.delete(key);
+      if (this.closed || this.entries.has(key) || line.first !== head) return;
+      if (line.isListening(head)) {
+        // Alive and about to be woken (a busy event loop runs timers before the wake-up): give it more time.
+        this.handoffs.set(key, this.clock.setTimeout(check, HANDOFF_MS));
+        return;
+      }
+      line.leave(head);
+      this.dropLineIfEmpty(key);
+      this.offerToFirst(key);
+    };
+    this.handoffs.set(key, this.clock.setTimeout(check, HANDOFF_MS));
+  }
+
+  private cancelHandoff(key: string): void {
+    const timer = this.handoffs.get(key);
+    if (timer) this.clock.clearTimeout(timer);
+    this.handoffs.delete(key);
+  }
+
+  private line(key: string): WaitQueue {
+    let line = this.lines.get(key);
+    if (!line) {
+      line = new WaitQueue();
+      this.lines.set(key, line);
+    }
+    return line;
+  }
+
+  private dropLineIfEmpty(key: string): void {
+    if (!this.lines.get(key)?.isEmpty) return;
+    this.lines.delete(key);
+    this.cancelHandoff(key);
   }
 
   private nextToken(now: number): bigint {
@@ -154,7 +222,8 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private assertOpen(operation: string): void {
-    if (this.closed)
+    if (this.closed) {
       throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
+    }
   }
 }
