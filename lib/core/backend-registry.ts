@@ -17,18 +17,30 @@ export interface RegisteredBackends {
   readonly owned: readonly LockBackend[];
 }
 
-/** Checks the `backends` option at bootstrap: at least one, each a LockBackend or a factory of one. */
-export function registerBackends(backends: unknown): RegisteredBackends {
+/**
+ * Checks the `backends` option at bootstrap — at least one, the default among them, each a LockBackend or a
+ * factory of one — and creates the factories' backends. If one fails, those already created are closed.
+ */
+export function registerBackends(backends: unknown, defaultName: string): RegisteredBackends {
   if (typeof backends !== 'object' || backends === null || Object.keys(backends).length === 0) {
     throw new LockConfigurationError('backends', messages.module.noBackends());
   }
+  const names = Object.keys(backends);
+  if (!names.includes(defaultName)) {
+    throw new LockConfigurationError('defaults.backend', messages.option.unknownBackend(defaultName, names));
+  }
   const byName = new Map<string, LockBackend>();
   const owned: LockBackend[] = [];
-  for (const [name, provider] of Object.entries(backends)) {
-    const backend: unknown = typeof provider === 'function' ? (provider as () => unknown)() : provider;
-    if (!isBackend(backend)) throw new LockConfigurationError(`backends.${name}`, messages.module.notABackend(name));
-    byName.set(name, backend);
-    if (backend !== provider) owned.push(backend);
+  try {
+    for (const [name, provider] of Object.entries(backends)) {
+      const backend: unknown = typeof provider === 'function' ? (provider as () => unknown)() : provider;
+      if (!isBackend(backend)) throw new LockConfigurationError(`backends.${name}`, messages.module.notABackend(name));
+      byName.set(name, backend);
+      if (backend !== provider) owned.push(backend);
+    }
+  } catch (error) {
+    for (const backend of owned) void backend.close().catch(() => undefined);
+    throw error;
   }
   return { byName, owned };
 }

@@ -70,13 +70,13 @@ export class LockService {
     if (typeof config !== 'object' || config === null) {
       throw new LockConfigurationError('options', messages.option.notObject('DistributedLockModule options'));
     }
-    const registered = registerBackends(config.backends);
-    this.backends = registered.byName;
-    this.ownedBackends = registered.owned;
     this.keyPrefix = validateKeyPrefix(config.keyPrefix);
     this.clock = config.clock ?? systemClock;
     this.defaults = resolveDefaults(config.defaults);
-    this.checkBackendName(this.defaults.backend, 'defaults.backend');
+    // Everything else is checked first, so no backend factory opens a connection for a service that fails.
+    const registered = registerBackends(config.backends, this.defaults.backend);
+    this.backends = registered.byName;
+    this.ownedBackends = registered.owned;
     this.events$ = this.events.asObservable();
     this.host = {
       clock: this.clock,

@@ -137,6 +137,19 @@ describe('bad input', () => {
       expect(error).toMatchObject({ option });
     });
 
+    it('opens no backend from a factory when another option is wrong, and closes those made before a bad one', async () => {
+      const made: MemoryLockBackend[] = [];
+      const factory = () => (made[made.length] = new MemoryLockBackend());
+      expect(() => new LockService({ backends: { default: factory }, defaults: { ttl: -1 } })).toThrow(/ttl/);
+      expect(made).toHaveLength(0);
+      expect(() => new LockService({ backends: { default: factory, broken: () => ({}) as never } })).toThrow(
+        /backends.broken is not a lock backend/,
+      );
+      expect(made).toHaveLength(1);
+      await Promise.resolve();
+      await expect(made[0]!.isLocked('k')).rejects.toThrow(/closed/);
+    });
+
     it('accepts a default backend named through defaults.backend', () => {
       expect(() => new LockService({ backends: { db: backend }, defaults: { backend: 'db' } })).not.toThrow();
     });
