@@ -52,6 +52,12 @@ describe('using()', () => {
       expect(result).toBe('busy k LOCK_UNAVAILABLE');
     });
 
+    it("module defaults.onLocked does not change using(), whose return type promises the work's result", async () => {
+      const { locks } = memoryFixture({ defaults: { onLocked: 'skip' } });
+      await locks.acquire('k');
+      await expect(locks.using('k', () => 1)).rejects.toBeInstanceOf(LockUnavailableError);
+    });
+
     it('does not turn store failures into skips', async () => {
       const { locks, memory } = memoryFixture();
       await memory.close();
