@@ -65,7 +65,9 @@ deps_in_sync() {
     const installed = read("node_modules/.package-lock.json").packages;
     const problems = [];
     for (const field of ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"]) {
-      if (JSON.stringify(manifest[field] ?? {}) !== JSON.stringify(lock[""][field] ?? {})) {
+      // Compared as sets of name@range: npm writes some of these maps in its own order (peers sorted).
+      const entries = (map) => Object.entries(map ?? {}).map(([name, range]) => `${name}@${range}`).sort().join("\n");
+      if (entries(manifest[field]) !== entries(lock[""][field])) {
         problems.push(`package-lock.json does not match package.json ${field} (run npm install and commit the lockfile)`);
       }
     }
