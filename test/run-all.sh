@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECTION=0
 SECTION_NAME=""
-SECTIONS=7
+SECTIONS=8
 STARTED_AT=$SECONDS
 if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' GREEN=$'\033[1;32m' RESET=$'\033[0m'; else BOLD="" RED="" GREEN="" RESET=""; fi
 section() {
@@ -18,14 +18,26 @@ section() {
 }
 
 # --- services ---------------------------------------------------------------------------------------------
-# Integration tests will need real servers (Redis, ZooKeeper, ...). Their start/stop scripts go in
-# test/services/; start them in start_services, export where they listen (e.g. REDIS_PORTS) for the tests, and
-# stop them in stop_services, which runs however this script ends: success, failure or Ctrl-C.
+# Integration tests talk to real servers. Each test/services/<name>.sh registers one (see test/services/lib.sh):
+# start_services starts them all on free loopback ports and exports where they listen; stop_services runs
+# however this script ends: success, failure or Ctrl-C.
+source test/services/lib.sh
+for service_script in test/services/*.sh; do
+  [[ $(basename "$service_script") == lib.sh ]] || source "$service_script"
+done
+STARTED_SERVICES=()
 start_services() {
-  : # nothing yet
+  local name
+  for name in "${REGISTERED_SERVICES[@]}"; do
+    STARTED_SERVICES+=("$name")
+    "start_$name"
+  done
 }
 stop_services() {
-  : # nothing yet
+  local name status=0
+  for name in "${STARTED_SERVICES[@]}"; do "stop_$name" || status=1; done
+  STARTED_SERVICES=()
+  return "$status"
 }
 finish() {
   local rc=$?
@@ -93,7 +105,9 @@ else
   npm ci --no-audit --no-fund
 fi
 
+section "test services (test/services/)"
 start_services
+echo "started: ${STARTED_SERVICES[*]:-none}"
 
 # --- 3. types ---------------------------------------------------------------------------------------------
 section "typecheck (lib, test, sample)"

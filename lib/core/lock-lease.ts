@@ -17,6 +17,8 @@ export interface LeaseHost {
 
 type LeaseState = 'held' | 'lost' | 'released';
 
+const NO_CANCEL = { signal: new AbortController().signal };
+
 /**
  * One grant from one backend: the keys taken together with one owner token, their fencing tokens, and the
  * timers that keep it honest — the validity timer (the lease is lost once its ttl may have run out without
@@ -100,7 +102,9 @@ export class LockLease {
     let stillOurs: boolean;
     try {
       stillOurs = (
-        await Promise.all(this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, ttl)))
+        await Promise.all(
+          this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, ttl, NO_CANCEL)),
+        )
       ).every(Boolean);
     } catch (error) {
       const wrapped = this.backendError('extend', error);
@@ -175,7 +179,7 @@ export class LockLease {
     if (this.expiring) {
       const stillOurs = await this.settleAll(
         'release',
-        this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor)),
+        this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor, NO_CANCEL)),
       );
       if (stillOurs.some((ours) => !ours)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
       return;
@@ -188,7 +192,7 @@ export class LockLease {
   private async deleteInStore(wasHeld: boolean): Promise<void> {
     const results = await this.settleAll(
       'release',
-      [...this.keys].reverse().map((k) => this.backend.release({ key: k.stored, owner: this.owner })),
+      [...this.keys].reverse().map((k) => this.backend.release({ key: k.stored, owner: this.owner }, NO_CANCEL)),
     );
     if (wasHeld && results.some((held) => !held)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
   }

@@ -140,7 +140,7 @@ export class LockService {
     const name = options?.backend ?? this.defaults.backend;
     const backend = this.backendNamed(name, 'backend');
     try {
-      return await backend.isLocked(pair!.stored);
+      return await backend.isLocked(pair!.stored, { signal: this.closing.signal });
     } catch (error) {
       throw this.wrapBackendError(name, 'read a lock', error);
     }
@@ -388,7 +388,14 @@ export class LockService {
       const key = keys[i]!;
       let outcome: AcquireOutcome;
       try {
-        outcome = await backend.acquire({ key: key.stored, owner, ttl: options.ttl, keepPlace, onLost });
+        outcome = await backend.acquire({
+          key: key.stored,
+          owner,
+          ttl: options.ttl,
+          keepPlace,
+          onLost,
+          signal: this.closing.signal,
+        });
       } catch (error) {
         await this.giveBack(backend, keys.slice(0, i), owner);
         const wrapped = this.wrapBackendError(name, 'acquire a lock', error);
@@ -414,7 +421,9 @@ export class LockService {
 
   /** Gives back keys taken earlier in a round that could not complete. Best effort: their ttl is the backstop. */
   private async giveBack(backend: LockBackend, keys: readonly KeyPair[], owner: string): Promise<void> {
-    await Promise.allSettled(keys.map((k) => backend.release({ key: k.stored, owner })));
+    await Promise.allSettled(
+      keys.map((k) => backend.release({ key: k.stored, owner }, { signal: this.closing.signal })),
+    );
   }
 
   private failAcquire(

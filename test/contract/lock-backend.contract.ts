@@ -18,6 +18,9 @@ export interface ContractHarness {
   close(): Promise<void>;
 }
 
+/** A store call nobody cancels. */
+const call = { signal: new AbortController().signal };
+
 const EDGE_KEYS: ReadonlyArray<readonly [string, string]> = [
   ['unicode', '锁:🔒:ключ:ü'],
   ['1 000 characters', `k${'x'.repeat(999)}`],
@@ -84,12 +87,12 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
       const locks = service(harness.backend, prefix);
       const lock = await locks.acquire('k', { ttl: harness.ttl * 10 });
       const stored = { key: `${prefix}k`, owner: 'f'.repeat(32) };
-      expect(await harness.backend.release(stored)).toBe(false);
-      expect(await harness.backend.extend(stored, harness.ttl * 10)).toBe(false);
+      expect(await harness.backend.release(stored, call)).toBe(false);
+      expect(await harness.backend.extend(stored, harness.ttl * 10, call)).toBe(false);
       expect(await locks.isLocked('k')).toBe(true);
       expect(lock.isHeld).toBe(true);
       await lock.release();
-      expect(await harness.backend.release(stored)).toBe(false);
+      expect(await harness.backend.release(stored, call)).toBe(false);
     });
 
     it('tells the owner when a release finds the lock already gone', async () => {
@@ -257,6 +260,7 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
         ttl: harness.ttl * 10,
         keepPlace,
         onLost: () => undefined,
+        signal: call.signal,
       });
 
       it('acquire grants a positive bigint token, then reports the key busy to others', async () => {
@@ -273,7 +277,7 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
           expect(busy.retryAfterMs).toBeGreaterThan(0);
           expect(busy.retryAfterMs).toBeLessThanOrEqual(harness.ttl * 10);
         }
-        expect(await harness.backend.release(mine)).toBe(true);
+        expect(await harness.backend.release(mine, call)).toBe(true);
       });
 
       it('keeps a place in line for a waiter exactly when capabilities.queued says so', async () => {
@@ -286,16 +290,16 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
         const tryOnce = await harness.backend.acquire(request({ key: mine.key, owner: 'c'.repeat(32) }, false));
         expect(!tryOnce.acquired && tryOnce.queued).toBeFalsy();
         // Withdrawing a claim is a release that finds no lock: false, and the holder keeps the key.
-        expect(await harness.backend.release(waiter)).toBe(false);
-        expect(await harness.backend.isLocked(mine.key)).toBe(true);
-        expect(await harness.backend.release(mine)).toBe(true);
+        expect(await harness.backend.release(waiter, call)).toBe(false);
+        expect(await harness.backend.isLocked(mine.key, call)).toBe(true);
+        expect(await harness.backend.release(mine, call)).toBe(true);
       });
 
       it('release and extend of a key nobody holds answer false', async () => {
         const nobody = lease();
-        expect(await harness.backend.release(nobody)).toBe(false);
-        expect(await harness.backend.extend(nobody, harness.ttl)).toBe(false);
-        expect(await harness.backend.isLocked(nobody.key)).toBe(false);
+        expect(await harness.backend.release(nobody, call)).toBe(false);
+        expect(await harness.backend.extend(nobody, harness.ttl, call)).toBe(false);
+        expect(await harness.backend.isLocked(nobody.key, call)).toBe(false);
       });
 
       it('waitForRelease resolves at once for a free key, on abort, and by its timeout', async () => {
@@ -338,7 +342,7 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
         for (let i = 0; i < 20 && !timedOut; i++) await harness.elapse(timeoutMs);
         expect(timedOut).toBe(true);
         await waitTimeout;
-        expect(await harness.backend.release(held)).toBe(true);
+        expect(await harness.backend.release(held, call)).toBe(true);
       });
     });
 

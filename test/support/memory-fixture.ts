@@ -27,9 +27,9 @@ export class BendableBackend implements LockBackend {
   }
 
   acquire: LockBackend['acquire'] = (request) => this.run('acquire', () => this.inner.acquire(request));
-  release: LockBackend['release'] = (lease) => this.run('release', () => this.inner.release(lease));
-  extend: LockBackend['extend'] = (lease, ttl) => this.run('extend', () => this.inner.extend(lease, ttl));
-  isLocked: LockBackend['isLocked'] = (key) => this.run('isLocked', () => this.inner.isLocked(key));
+  release: LockBackend['release'] = (lease, call) => this.run('release', () => this.inner.release(lease, call));
+  extend: LockBackend['extend'] = (lease, ttl, call) => this.run('extend', () => this.inner.extend(lease, ttl, call));
+  isLocked: LockBackend['isLocked'] = (key, call) => this.run('isLocked', () => this.inner.isLocked(key, call));
   close: LockBackend['close'] = () => this.run('close', () => this.inner.close());
   waitForRelease: LockBackend['waitForRelease'] = (wait) =>
     this.run('waitForRelease', () => this.inner.waitForRelease(wait));

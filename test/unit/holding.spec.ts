@@ -244,7 +244,7 @@ describe('places in line kept by a queueing store', () => {
     const holdA = await other.acquire('a', { ttl: 60_000 });
     const released: string[] = [];
     const release = backend.release;
-    backend.release = (lease) => (released.push(lease.key), release(lease));
+    backend.release = (lease, call) => (released.push(lease.key), release(lease, call));
     await clock.advance(5_000);
     expect(await waiting).toMatchObject({ code: 'LOCK_UNAVAILABLE', key: 'a' });
     expect(released.sort()).toEqual(['a', 'b']);

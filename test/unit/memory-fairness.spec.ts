@@ -70,6 +70,7 @@ describe('MemoryLockBackend fairness', () => {
       ttl: 1_000,
       keepPlace: true,
       onLost: () => undefined,
+      signal: new AbortController().signal,
     });
     expect(ghost).toMatchObject({ acquired: false, queued: true });
     const waiting = apps[1]!.acquire('k', wait);
@@ -88,7 +89,13 @@ describe('MemoryLockBackend fairness', () => {
     const { clock, memory, apps } = setup();
     const holder = await apps[0]!.acquire('k', { ttl: 60_000 });
     const claim = { key: 'k', owner: 'b'.repeat(32) };
-    await memory.acquire({ ...claim, ttl: 1_000, keepPlace: true, onLost: () => undefined });
+    await memory.acquire({
+      ...claim,
+      ttl: 1_000,
+      keepPlace: true,
+      onLost: () => undefined,
+      signal: new AbortController().signal,
+    });
     const waiting = apps[1]!.acquire('k', wait);
     await settle(clock);
     expect(await memory.release(claim)).toBe(false);
