@@ -54,7 +54,12 @@ export {
   type OnSuspendedPolicy,
   type RetryOptions,
 } from './core/options';
-export type { LockKey, LockKeyFunction } from './decorators/key-template';
-export { Locked } from './decorators/locked.decorator';
+export { requestKey, type LockKey, type LockKeyFunction, type RequestKeyFunction } from './decorators/key-template';
+export { Locked, type LockedMethodOptions } from './decorators/locked.decorator';
+export type { RequestLockOptions } from './decorators/request-lock-options';
+export { LockGuard } from './http/lock.guard';
+export { LockInterceptor } from './http/lock.interceptor';
+export { REQUEST_LOCK_DEFAULTS } from './http/locked-handler';
+export { REQUEST_ERROR_CODES } from './http/request-failures';
 export { DistributedLockModule } from './module/distributed-lock.module';
 export type { DistributedLockModuleOptions } from './module/distributed-lock.module-definition';

@@ -1,4 +1,10 @@
-import type { AcquireOutcome, AcquireRequest, BusyOutcome, LockBackend } from '../backends/lock-backend';
+import type {
+  AcquireOutcome,
+  AcquireRequest,
+  BusyOutcome,
+  ConnectionChange,
+  LockBackend,
+} from '../backends/lock-backend';
 import { backoffDelay } from './backoff';
 import type { LockClock } from './clock';
 import { LockBackendError, LockError, LockUnavailableError } from './errors';
@@ -6,8 +12,9 @@ import type { LockEvent } from './events';
 import type { KeyPair } from './key';
 import { type LeaseHost, LockLease } from './lock-lease';
 import { messages } from './messages';
-import type { ResolvedLockOptions } from './options';
+import { MAX_DURATION_MS, type ResolvedLockOptions } from './options';
 import { newOwnerToken } from './owner-token';
+import { holdProcess } from './process-hold';
 import { boundedCall, CallControl } from './store-call';
 
 /** What an acquisition needs from its service and store. */
@@ -40,9 +47,6 @@ class AcquireCall extends CallControl implements AcquireRequest {
   }
 }
 
-/** A never-firing, process-holding timer: a pending acquisition keeps a plain Node script alive. */
-const KEEP_ALIVE_MS = 2 ** 31 - 1;
-
 /**
  * One call's way to a lock: rounds of one attempt per key in sorted order. A busy key ends the round: the keys
  * taken so far are given back (all or none, no holding while waiting) and the round is tried again once the
@@ -58,9 +62,26 @@ export class Acquisition {
   private readonly queued = new Map<string, KeyPair>();
   private cancelReason: unknown;
   private cancelled = false;
+  /** The store call or wait in progress: what cancel() aborts. */
   private current: CallControl | undefined;
-  private wake: (() => void) | undefined;
-  private keepAlive: NodeJS.Timeout | undefined;
+  /**
+   * Keys whose acquire may have been applied by the store without our knowing it for sure: the call failed,
+   * timed out, or was answered after we stopped waiting. Given back (by owner) if this acquisition ends
+   * without its lease; never while it runs, since a later attempt with the same owner may hold them rightly.
+   */
+  private readonly uncertain = new Map<string, KeyPair>();
+  private lease: LockLease | undefined;
+  private settled = false;
+  /** Settles once what the acquisition left in the store (places in line, uncertain grants) is given back. */
+  cleanup: Promise<void> = Promise.resolve();
+  /** The key the last round found busy: the next round asks for it first. */
+  private awaited: KeyPair | undefined;
+  /** A connection change made the grants of the current round untrustworthy. */
+  private roundSpoiled: string | undefined;
+
+  get backendName(): string {
+    return this.context.backendName;
+  }
 
   constructor(
     private readonly context: AcquisitionContext,
@@ -78,16 +99,26 @@ export class Acquisition {
     this.cancelled = true;
     this.cancelReason = reason;
     this.current?.abort(reason);
-    this.wake?.();
+  }
+
+  /**
+   * The store's connection changed while this acquisition runs: a grant of the round in flight may come from
+   * a session that is gone (lost) or that cannot vouch for it (suspended). That round does not count.
+   */
+  connectionChanged(change: ConnectionChange): void {
+    if (change.state !== 'reconnected') this.roundSpoiled = change.reason;
   }
 
   async run(): Promise<LockLease> {
     let busy: { key: KeyPair; outcome: BusyOutcome } | undefined;
     let lastError: LockError | undefined;
+    // A hung store call's timer is unref'd like every lock-clock timer: hold the process while we run.
+    const letGo = holdProcess();
     try {
       for (let attempt = 0; ; attempt++) {
         this.throwIfCancelled();
         const roundStartedAt = this.context.clock.now();
+        this.roundSpoiled = undefined;
         let round: RoundResult | undefined;
         try {
           round = await this.attemptRound();
@@ -95,6 +126,12 @@ export class Acquisition {
           this.throwIfCancelled();
           if (!(error instanceof LockBackendError)) throw error;
           lastError = error;
+        }
+        if (round && 'tokens' in round && this.roundSpoiled !== undefined) {
+          // Granted by a session that was lost or suspended meanwhile: give it back and ask again.
+          await this.giveBack(this.keys);
+          lastError = new LockBackendError(this.context.backendName, messages.grantSpoiled(this.roundSpoiled));
+          round = undefined;
         }
         if (round && 'tokens' in round) return await this.newLease(round.tokens, roundStartedAt);
         if (round) {
@@ -109,8 +146,10 @@ export class Acquisition {
         else await this.sleep(pause);
       }
     } finally {
-      if (this.keepAlive) clearInterval(this.keepAlive);
-      if (this.queued.size > 0) await this.giveBack([...this.queued.values()]);
+      this.settled = true;
+      // Given back without keeping the caller waiting: a hung store must not add its timeout to the answer.
+      const leftover = [...new Map([...this.queued, ...(this.lease ? [] : this.uncertain)]).values()];
+      this.cleanup = (leftover.length > 0 ? this.giveBack(leftover) : Promise.resolve()).finally(letGo);
     }
   }
 
@@ -118,23 +157,36 @@ export class Acquisition {
     if (this.cancelled) throw this.cancelReason;
   }
 
+  /**
+   * One attempt per key: first the key the last round waited for, then the others in sorted order. Nothing is
+   * held while waiting, so the order cannot deadlock; starting with the awaited key means a round that still
+   * finds it busy touches no other key, which other callers may be using meanwhile.
+   */
   private async attemptRound(): Promise<RoundResult> {
-    const tokens: bigint[] = [];
+    const tokens: bigint[] = new Array<bigint>(this.keys.length);
     const keepPlace = this.options.waitTimeout > 0;
-    for (let i = 0; i < this.keys.length; i++) {
-      const key = this.keys[i]!;
+    const order = this.keys.map((_, i) => i);
+    const awaited = this.awaited === undefined ? -1 : this.keys.indexOf(this.awaited);
+    if (awaited > 0) order.unshift(...order.splice(awaited, 1));
+    const taken: KeyPair[] = [];
+    for (const index of order) {
+      const key = this.keys[index]!;
       let outcome: AcquireOutcome;
       try {
         outcome = await this.acquireOnce(key, keepPlace);
       } catch (error) {
-        await this.giveBack(this.keys.slice(0, i));
+        await this.giveBack(taken);
         throw error;
       }
       if (!outcome.acquired) {
-        await this.giveBack(this.keys.slice(0, i));
+        await this.giveBack(taken);
+        this.awaited = key;
         return { busy: key, outcome };
       }
-      tokens.push(outcome.fencingToken);
+      // The place in line (if any) became the hold: giving the key back withdraws both.
+      this.queued.delete(key.stored);
+      taken.push(key);
+      tokens[index] = outcome.fencingToken;
     }
     return { tokens };
   }
@@ -151,15 +203,30 @@ export class Acquisition {
         clock,
         timeoutMs: operationTimeout,
         control: call,
-        // Nobody waits for this answer any more: a grant (or a place in line) would stay in the store.
+        // Nobody waits for this answer any more: a grant (or a place in line) may stay in the store.
         onLateAnswer: (outcome) => {
-          if (outcome.acquired || outcome.queued) void this.giveBack([key]);
+          if (outcome.acquired || outcome.queued) this.maybeTaken(key);
         },
       },
       () => backend.acquire(call),
-    ).finally(() => {
-      if (this.current === call) this.current = undefined;
-    });
+    ).then(
+      (outcome) => {
+        if (this.current === call) this.current = undefined;
+        return outcome;
+      },
+      (error: unknown) => {
+        if (this.current === call) this.current = undefined;
+        // Failed, timed out or cancelled: the store may have applied it all the same.
+        this.maybeTaken(key);
+        throw error;
+      },
+    );
+  }
+
+  /** The store may hold `key` for our owner: give it back if this acquisition ends (or has ended) without it. */
+  private maybeTaken(key: KeyPair): void {
+    if (!this.settled) this.uncertain.set(key.stored, key);
+    else if (!this.lease) void this.giveBack([key]);
   }
 
   /**
@@ -174,9 +241,9 @@ export class Acquisition {
   }
 
   private async waitForRelease(key: KeyPair, timeoutMs: number): Promise<void> {
-    const controller = new AbortController();
-    this.wake = () => controller.abort(this.cancelReason);
-    this.holdProcess();
+    const control = new CallControl();
+    this.current = control;
+    if (this.cancelled) control.abort(this.cancelReason);
     try {
       await boundedCall<void>(
         {
@@ -184,42 +251,40 @@ export class Acquisition {
           operation: 'wait for a lock',
           clock: this.context.clock,
           // The backend resolves by timeoutMs itself; the bound only catches one that never does.
-          timeoutMs: timeoutMs + this.context.operationTimeout,
-          control: new CallControl(),
+          timeoutMs: Math.min(MAX_DURATION_MS, timeoutMs + this.context.operationTimeout),
+          control,
         },
         () =>
           this.context.backend.waitForRelease({
             key: key.stored,
             owner: this.owner,
             timeoutMs,
-            signal: controller.signal,
+            signal: control.signal,
           }),
       );
     } catch (error) {
       // A wait that failed is no reason to give up: the next attempt asks the store again.
-      if (!(error instanceof LockBackendError)) throw error;
+      if (this.cancelled || !(error instanceof LockBackendError)) throw error;
     } finally {
-      this.wake = undefined;
+      if (this.current === control) this.current = undefined;
     }
   }
 
+  /** The pause after a store error: a plain timer, cancellable like a store call. */
   private sleep(ms: number): Promise<void> {
-    this.holdProcess();
-    return new Promise<void>((resolve) => {
-      const timer = this.context.clock.setTimeout(done, ms);
-      function done(): void {
-        resolve();
-      }
-      this.wake = () => {
-        this.context.clock.clearTimeout(timer);
-        done();
-      };
-    }).finally(() => (this.wake = undefined));
-  }
-
-  /** Lock clock timers do not hold the process; while a caller waits for a lock, something must. */
-  private holdProcess(): void {
-    this.keepAlive ??= setInterval(() => undefined, KEEP_ALIVE_MS);
+    const control = new CallControl();
+    this.current = control;
+    if (this.cancelled) control.abort(this.cancelReason);
+    const { clock } = this.context;
+    return new Promise<void>((resolve, reject) => {
+      const timer = clock.setTimeout(resolve, ms);
+      control.listen((reason) => {
+        clock.clearTimeout(timer);
+        reject(reason);
+      });
+    }).finally(() => {
+      if (this.current === control) this.current = undefined;
+    });
   }
 
   /** Wraps a grant in a lease, announces it, and hands it back at once if shutdown began meanwhile. */
@@ -240,6 +305,7 @@ export class Acquisition {
       acquiredAt: now,
       autoExtend: this.autoExtend,
     });
+    this.lease = lease;
     this.context.track(lease);
     this.context.emit({
       type: 'acquired',

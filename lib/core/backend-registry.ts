@@ -18,6 +18,15 @@ export type LockBackendProvider = LockBackend | (() => LockBackend | Promise<Loc
 export type ConnectionListener = (names: readonly string[], change: ConnectionChange) => void;
 
 let nextServiceId = 0;
+let nextBackendId = 0;
+const backendIds = new WeakMap<LockBackend, number>();
+
+/** One number per backend instance, whatever names it is registered under. */
+function idOf(backend: LockBackend): number {
+  let id = backendIds.get(backend);
+  if (id === undefined) backendIds.set(backend, (id = nextBackendId++));
+  return id;
+}
 
 /**
  * The named backends of one LockService: checks the `backends` option at construction (at least one, the
@@ -27,9 +36,10 @@ let nextServiceId = 0;
 export class BackendRegistry {
   private readonly providers: ReadonlyMap<string, LockBackendProvider>;
   private readonly byName = new Map<string, LockBackend>();
-  private readonly scopes = new Map<string, string>();
+  private readonly serviceId = nextServiceId++;
   private owned: LockBackend[] = [];
   private unwatch: Array<() => void> = [];
+  private closed = false;
 
   constructor(backends: unknown, defaultName: string) {
     if (typeof backends !== 'object' || backends === null || Object.keys(backends).length === 0) {
@@ -40,14 +50,12 @@ export class BackendRegistry {
       throw new LockConfigurationError('defaults.backend', messages.option.unknownBackend(defaultName, names));
     }
     const providers = new Map<string, LockBackendProvider>();
-    const serviceId = nextServiceId++;
     for (const [name, provider] of Object.entries(backends as Record<string, unknown>)) {
       if (typeof provider !== 'function' && !isBackend(provider)) {
         throw new LockConfigurationError(`backends.${name}`, messages.module.notABackend(name));
       }
       providers.set(name, provider as LockBackendProvider);
       if (typeof provider !== 'function') this.byName.set(name, provider as LockBackend);
-      this.scopes.set(name, `${serviceId}:${name}`);
     }
     this.providers = providers;
   }
@@ -65,9 +73,12 @@ export class BackendRegistry {
     return this.byName.get(name);
   }
 
-  /** One service's view of one store: what reentrancy is scoped to. */
+  /**
+   * One service's view of one store instance — what reentrancy is scoped to. Two names for one instance are
+   * one scope: the same service holding a key under one name holds it under the other.
+   */
   scopeOf(name: string): string {
-    return this.scopes.get(name)!;
+    return `${this.serviceId}:${idOf(this.byName.get(name)!)}`;
   }
 
   /**
@@ -79,6 +90,11 @@ export class BackendRegistry {
       for (const [name, provider] of this.providers) {
         if (typeof provider !== 'function') continue;
         const backend = await makeBackend(name, provider);
+        if (this.closed) {
+          // The service shut down while the factory ran: nobody will close this backend later.
+          await backend.close().catch(() => undefined);
+          throw new LockBackendError(name, messages.serviceClosed());
+        }
         this.owned.push(backend);
         this.byName.set(name, backend);
       }
@@ -104,6 +120,7 @@ export class BackendRegistry {
 
   /** Stops listening and closes the backends this registry made from factories (instances stay open). */
   async close(): Promise<void> {
+    this.closed = true;
     for (const stop of this.unwatch.splice(0)) stop();
     const owned = this.owned.splice(0);
     for (const backend of owned) for (const [name, b] of this.byName) if (b === backend) this.byName.delete(name);

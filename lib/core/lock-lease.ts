@@ -13,6 +13,8 @@ export interface LeaseHost {
   emit(event: LockEvent): void;
   /** The lease no longer needs releasing at shutdown. */
   forget(lease: LockLease): void;
+  /** Runs a release later (minHold on a session-bound store), or at shutdown if that comes first. */
+  deferRelease(release: () => Promise<void>, ms: number): void;
   /** Runs one store call bounded by the service's operationTimeout; failures come back as LockError. */
   callStore<T>(backendName: string, operation: string, start: (call: StoreCall) => Promise<T>): Promise<T>;
 }
@@ -71,6 +73,15 @@ export class LockLease {
   private stopReason: LockLostError | undefined;
   /** Callbacks run at the moment of loss (onLost functions, Observable teardown). */
   private readonly lossListeners = new Set<(error: LockLostError) => void>();
+  /** Reentrant work running under this lease (using/@Locked in the same chain): release waits for it. */
+  private scopedBorrowers = 0;
+  private borrowersDone: (() => void) | undefined;
+  /** Handles borrowed with acquire() in the chain and not released yet: their signal aborts at release. */
+  private looseBorrowers = 0;
+  /** Extensions sent and not answered, by sequence: a reply must not outlive what a later one may have set. */
+  private readonly extensions = new Map<number, { readonly bound: number; readonly done: Promise<unknown> }>();
+  private extensionSeq = 0;
+  private appliedExtension = 0;
 
   constructor(grant: LeaseGrant) {
     this.host = grant.host;
@@ -130,6 +141,23 @@ export class LockLease {
     return () => this.lossListeners.delete(listener);
   }
 
+  /**
+   * Lends the lease to reentrant work in the same call chain. Scoped work (using, @Locked) is waited for before
+   * the lease is released, even when it outlives the scope that took the lease (a promise nobody awaited);
+   * a loose handle (acquire() in the chain) is told by its signal instead. Returns what gives the loan back.
+   */
+  lend(scoped: boolean): () => void {
+    if (scoped) this.scopedBorrowers++;
+    else this.looseBorrowers++;
+    let returned = false;
+    return () => {
+      if (returned) return;
+      returned = true;
+      if (!scoped) return void this.looseBorrowers--;
+      if (--this.scopedBorrowers === 0) this.borrowersDone?.();
+    };
+  }
+
   /** Frees the keys in the store (once; later calls share the first). */
   release(): Promise<void> {
     this.releasing ??= this.releaseInStore();
@@ -139,7 +167,14 @@ export class LockLease {
   async extend(ttl: number, automatic: boolean): Promise<void> {
     this.assertExtendable();
     const startedAt = this.host.clock.now();
-    const answers = await this.settleAll(
+    const seq = ++this.extensionSeq;
+    const bound = startedAt + validityMs(ttl);
+    // The store may apply this one after any earlier one: trust no more than it sets, from now on.
+    if (this.expiring && bound < this.ttlValidUntil) {
+      this.ttlValidUntil = bound;
+      this.armValidityTimer();
+    }
+    const answering = this.settleAll(
       'extend',
       this.keys.map((k) =>
         this.host.callStore(this.backendName, 'extend a lock', (call) =>
@@ -147,12 +182,23 @@ export class LockLease {
         ),
       ),
     );
+    this.extensions.set(seq, { bound, done: answering.catch(() => undefined) });
+    let answers: boolean[];
+    try {
+      answers = await answering;
+    } finally {
+      this.extensions.delete(seq);
+    }
     this.assertExtendable();
     if (!answers.every(Boolean)) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
     // The watchdog extends by the ttl it read when it started, so only an explicit extension sets a new one.
     if (!automatic) this.ttl = ttl;
-    if (this.expiring) {
-      this.ttlValidUntil = startedAt + validityMs(ttl);
+    // A reply to an older extension says nothing about what a newer one (answered or not) set.
+    if (this.expiring && seq > this.appliedExtension) {
+      this.appliedExtension = seq;
+      let trusted = bound;
+      for (const [other, pending] of this.extensions) if (other > seq) trusted = Math.min(trusted, pending.bound);
+      this.ttlValidUntil = trusted;
       this.armValidityTimer();
     }
     // An explicit extension changes the cadence: the next automatic one comes a third of the new ttl later.
@@ -169,7 +215,8 @@ export class LockLease {
 
   /** The store cannot be reached: keep the lease only as long as the store can vouch for it, if at all. */
   suspend(reason: string, validForMs: number | undefined): void {
-    if (this.state !== 'held') return;
+    // Being released: its work is done, so there is nothing left to protect.
+    if (this.state !== 'held' || this.releasing) return;
     const cannotVouch = validForMs === undefined && !this.expiring;
     if (this.options.onSuspended === 'abort' || cannotVouch) {
       this.lose(messages.lostSuspended(this.keys[0]!.key, reason));
@@ -192,6 +239,11 @@ export class LockLease {
     if (this.state === 'released' || this.releasing) {
       throw new LockLostError(this.keys[0]!.key, messages.extendAfterRelease(this.keys[0]!.key));
     }
+  }
+
+  /** The store ended the session or the connection: lost, unless the lease is already being let go. */
+  loseConnection(reason: string): void {
+    if (!this.releasing) this.lose(reason);
   }
 
   /** Marks the lease lost (once): aborts the signal, tells listeners and observers. Returns the error. */
@@ -220,7 +272,13 @@ export class LockLease {
   }
 
   private async releaseInStore(): Promise<void> {
+    await this.borrowersToFinish();
     const wasHeld = this.state === 'held';
+    if (wasHeld && this.looseBorrowers > 0) {
+      // Handles borrowed with acquire() and never released: their holders learn it from the signal.
+      this.controller ??= new AbortController();
+      this.controller.abort(new LockLostError(this.keys[0]!.key, messages.releasedUnderBorrower(this.keys[0]!.key)));
+    }
     this.stopTimers();
     const releasedAt = this.host.clock.now();
     const heldMs = releasedAt - this.acquiredAt;
@@ -244,6 +302,9 @@ export class LockLease {
    */
   private async keepUntilMinHold(keepFor: number): Promise<void> {
     if (this.expiring) {
+      // An extension still on its way would land after this one and stretch minHold to a whole ttl. (A delete
+      // needs no such wait: an extension arriving after it finds no key of ours.)
+      await Promise.all([...this.extensions.values()].map((e) => e.done));
       const stillOurs = await this.settleAll(
         'release',
         this.keys.map((k) =>
@@ -255,9 +316,7 @@ export class LockLease {
       if (stillOurs.some((ours) => !ours)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
       return;
     }
-    this.host.clock.setTimeout(() => {
-      this.deleteInStore(false).catch(() => undefined);
-    }, keepFor);
+    this.host.deferRelease(() => this.deleteInStore(false), keepFor);
   }
 
   private async deleteInStore(wasHeld: boolean): Promise<void> {
@@ -300,6 +359,17 @@ export class LockLease {
       },
       Math.max(0, until - this.host.clock.now()),
     );
+  }
+
+  /** Reentrant work still running under this lease: the key stays ours until it ends. */
+  private borrowersToFinish(): Promise<void> {
+    if (this.scopedBorrowers === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.borrowersDone = () => {
+        this.borrowersDone = undefined;
+        resolve();
+      };
+    });
   }
 
   private armWatchdog(): void {

@@ -26,7 +26,11 @@ export function watchLossPolicy(handle: LockHandle, options: ResolvedLockOptions
 export function onFirstLoss(handle: LockHandle, listener: (error: LockLostError) => void): () => void {
   const lost = handle.lossError;
   if (lost) {
-    listener(lost);
+    try {
+      listener(lost);
+    } catch {
+      // A user's onLost that throws must not keep the lock: the caller still releases it.
+    }
     return () => undefined;
   }
   let fired = false;

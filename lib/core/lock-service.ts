@@ -20,6 +20,7 @@ import {
   resolveDefaults,
   resolveLockOptions,
 } from './options';
+import { holdProcess } from './process-hold';
 import { boundedCall, CallControl } from './store-call';
 
 export interface LockServiceConfig {
@@ -85,6 +86,10 @@ export class LockService {
   private ready: Promise<void> | undefined;
   private initialised = false;
   private closed: Promise<void> | undefined;
+  /** Give-backs of finished acquisitions still on their way to the store. */
+  private readonly cleanups = new Set<Promise<void>>();
+  /** Releases put off until minHold (session-bound stores), by what runs them now. */
+  private readonly deferredReleases = new Set<() => Promise<void>>();
   /** Resolves when the last held lease is let go, while shutdown waits for that. */
   private allReleased: (() => void) | undefined;
 
@@ -114,6 +119,7 @@ export class LockService {
       clock: this.clock,
       emit: (event) => this.events.next(event),
       forget: (lease) => this.forget(lease),
+      deferRelease: (release, ms) => this.deferRelease(release, ms),
       callStore: (backend, operation, start) => this.callStore(backend, operation, start),
     };
   }
@@ -140,7 +146,7 @@ export class LockService {
   /** Waits up to `waitTimeout` for the keys; rejects with LockUnavailableError if they stay busy. */
   async acquire(keys: string | readonly string[], options?: LockCallOptions): Promise<Lock> {
     const resolved = this.resolveOptions(options, 'acquire()');
-    return this.take(this.normaliseKeys(keys), resolved, resolved.autoExtend ?? false, options?.signal);
+    return this.take(this.normaliseKeys(keys), resolved, resolved.autoExtend ?? false, options?.signal, false);
   }
 
   /** One attempt, no waiting: the lock, or null if any key is busy. */
@@ -150,7 +156,7 @@ export class LockService {
   ): Promise<Lock | null> {
     const resolved = { ...this.resolveOptions(options, 'tryAcquire()'), waitTimeout: 0 };
     try {
-      return await this.take(this.normaliseKeys(keys), resolved, resolved.autoExtend ?? false, options?.signal);
+      return await this.take(this.normaliseKeys(keys), resolved, resolved.autoExtend ?? false, options?.signal, false);
     } catch (error) {
       if (error instanceof LockUnavailableError) return null;
       throw error;
@@ -190,6 +196,7 @@ export class LockService {
   async isLocked(key: string, options?: { readonly backend?: string }): Promise<boolean> {
     const [pair] = this.normaliseKeys(key);
     const name = options?.backend ?? this.defaults.backend;
+    if (this.closed) throw new LockBackendError(name, messages.serviceClosed());
     if (!this.initialised) await this.init();
     const backend = this.backendNamed(name);
     return this.callStore(name, 'read a lock', (call) => backend.isLocked(pair!.stored, call));
@@ -197,6 +204,10 @@ export class LockService {
 
   /** Asks every registered backend whether its store answers now (for health checks). Never throws. */
   async health(): Promise<BackendHealth[]> {
+    if (this.closed) {
+      const error = new LockBackendError(this.defaults.backend, messages.serviceClosed());
+      return this.registry.names.map((name) => ({ backend: name, kind: 'closed', up: false, error }));
+    }
     if (!this.initialised) await this.init().catch(() => undefined);
     return Promise.all(
       this.registry.names.map(async (name): Promise<BackendHealth> => {
@@ -267,14 +278,18 @@ export class LockService {
   ): Promise<unknown> {
     let handle: LockHandle;
     try {
-      handle = await this.take(keys, options, options.autoExtend ?? true, signal);
+      handle = await this.take(keys, options, options.autoExtend ?? true, signal, true);
     } catch (error) {
       if (error instanceof LockUnavailableError) return whenLocked(options.onLocked, keys, args, error);
       throw error;
     }
-    const unwatch = watchLossPolicy(handle, options);
+    let unwatch = (): void => undefined;
     let result: T;
     try {
+      unwatch = watchLossPolicy(handle, options);
+      // Lost before the work began (the store reported it at grant): with 'abort' the work must not run.
+      const lostAlready = handle.lossError;
+      if (options.onLost === 'abort' && lostAlready) throw lostAlready;
       result = await runInScope(handle, () => fn(handle));
     } finally {
       unwatch();
@@ -294,10 +309,15 @@ export class LockService {
     options: ResolvedLockOptions,
     autoExtend: boolean,
     signal: AbortSignal | undefined,
+    scoped: boolean,
   ): Promise<LockHandle> {
     if (this.closed) throw new LockBackendError(options.backend, messages.serviceClosed());
     signal?.throwIfAborted();
-    if (!this.initialised) await this.init();
+    if (!this.initialised) {
+      await this.init();
+      signal?.throwIfAborted();
+      if (this.closed) throw new LockBackendError(options.backend, messages.serviceClosed());
+    }
     const backend = this.backendNamed(options.backend);
     const storeScope = this.registry.scopeOf(options.backend);
     const borrowed = new Set<LockLease>();
@@ -311,7 +331,7 @@ export class LockService {
       missing.length > 0
         ? await this.acquireFresh(backend, storeScope, missing, options, autoExtend, signal)
         : undefined;
-    return new LockHandle(keys, [...borrowed], owned);
+    return new LockHandle(keys, [...borrowed], owned, scoped);
   }
 
   /** @internal Releases after the work ended; a store error is already reported as a 'failed' event. */
@@ -352,16 +372,20 @@ export class LockService {
     );
     const cancel = (): void => acquisition.cancel(signal!.reason);
     signal?.addEventListener('abort', cancel, { once: true });
+    if (signal?.aborted) cancel();
     const running = acquisition.run();
     this.acquisitions.set(
       acquisition,
-      running.catch(() => undefined),
+      running.catch(() => undefined).then(() => acquisition.cleanup),
     );
     try {
       return await running;
     } finally {
       this.acquisitions.delete(acquisition);
       signal?.removeEventListener('abort', cancel);
+      // What it gives back may still be on its way: shutdown waits for that before closing the backends.
+      const cleanup = acquisition.cleanup.then(() => void this.cleanups.delete(cleanup));
+      this.cleanups.add(cleanup);
     }
   }
 
@@ -379,6 +403,20 @@ export class LockService {
     return backend;
   }
 
+  /** Runs `release` after `ms`, or at shutdown if that comes first; once either way. */
+  private deferRelease(release: () => Promise<void>, ms: number): void {
+    let done = false;
+    const run = (): Promise<void> => {
+      this.deferredReleases.delete(run);
+      this.clock.clearTimeout(timer);
+      if (done) return Promise.resolve();
+      done = true;
+      return release().catch(() => undefined);
+    };
+    const timer = this.clock.setTimeout(() => void run(), ms);
+    this.deferredReleases.add(run);
+  }
+
   private forget(lease: LockLease): void {
     this.active.delete(lease);
     if (this.active.size === 0) this.allReleased?.();
@@ -386,6 +424,9 @@ export class LockService {
 
   /** A store's connection changed: held locks on it follow their onSuspended policy, or are lost. */
   private onConnection(names: readonly string[], change: ConnectionChange): void {
+    for (const [acquisition] of this.acquisitions) {
+      if (names.includes(acquisition.backendName)) acquisition.connectionChanged(change);
+    }
     const affected = [...this.active].filter((lease) => names.includes(lease.backendName));
     for (const name of names) {
       this.events.next({
@@ -400,11 +441,21 @@ export class LockService {
     for (const lease of affected) {
       if (change.state === 'suspended') lease.suspend(change.reason, change.validForMs);
       else if (change.state === 'reconnected') lease.resume();
-      else lease.lose(messages.lostConnection(lease.keys[0]!.key, change.reason));
+      else lease.loseConnection(messages.lostConnection(lease.keys[0]!.key, change.reason));
     }
   }
 
   private async shutdown(): Promise<void> {
+    // `await locks.close()` in a plain script must not end the process while work is given time to end.
+    const letGo = holdProcess();
+    try {
+      await this.shutDownInOrder();
+    } finally {
+      letGo();
+    }
+  }
+
+  private async shutDownInOrder(): Promise<void> {
     const closing = new LockBackendError(this.defaults.backend, messages.serviceClosed());
     const acquisitions = [...this.acquisitions];
     for (const [acquisition] of acquisitions) acquisition.cancel(closing);
@@ -415,6 +466,10 @@ export class LockService {
     await Promise.allSettled(overdue.map((lease) => lease.release()));
     // A grant that lands while shutting down is given back by its acquisition before it settles.
     await Promise.allSettled(acquisitions.map(([, settled]) => settled));
+    await Promise.allSettled([...this.cleanups]);
+    // Releases minHold put off (session-bound stores) happen now: nobody will be here when they fall due.
+    await Promise.allSettled([...this.deferredReleases].map((release) => release()));
+    // A backend factory still running makes its backend after this: the registry closes it on arrival.
     await this.registry.close();
     this.events.complete();
   }

@@ -45,21 +45,26 @@ export class LockHandle implements Lock {
   readonly keys: readonly string[];
   readonly leases: readonly LockLease[];
   private released: Promise<void> | undefined;
-  private combinedSignal: AbortSignal | undefined;
+  private combined: CombinedSignal | undefined;
+  /** What gives each borrowed lease back to its owner scope. */
+  private readonly loans: ReadonlyArray<() => void>;
 
   constructor(
     private readonly pairs: readonly KeyPair[],
     borrowed: readonly LockLease[],
     private readonly owned: LockLease | undefined,
+    /** Taken by using()/@Locked, which always release: the owner scope may wait for it. */
+    scoped: boolean,
   ) {
     this.keys = pairs.map((p) => p.key);
     this.leases = owned ? [...borrowed, owned] : borrowed;
+    this.loans = borrowed.map((lease) => lease.lend(scoped));
   }
 
   get signal(): AbortSignal {
     if (this.leases.length === 1) return this.leases[0]!.signal;
-    this.combinedSignal ??= firstAbortOf(this.leases.map((l) => l.signal));
-    return this.combinedSignal;
+    this.combined ??= firstAbortOf(this.leases.map((l) => l.signal));
+    return this.combined.signal;
   }
 
   /** @internal The first loss among the leases, if any: what onLost 'abort' rethrows. */
@@ -107,7 +112,11 @@ export class LockHandle implements Lock {
   }
 
   release(): Promise<void> {
-    this.released ??= this.owned ? this.owned.release() : Promise.resolve();
+    if (!this.released) {
+      for (const giveBack of this.loans) giveBack();
+      this.combined?.dispose();
+      this.released = this.owned ? this.owned.release() : Promise.resolve();
+    }
     return this.released;
   }
 }
@@ -116,17 +125,26 @@ export class LockHandle implements Lock {
  * Aborts with the first of `signals` to abort. Not AbortSignal.any: on Node 20 every signal it makes stays
  * referenced from its sources until they are collected, a leak when a source lives long.
  */
-function firstAbortOf(signals: readonly AbortSignal[]): AbortSignal {
+interface CombinedSignal {
+  readonly signal: AbortSignal;
+  /** Stops listening to the sources (at release), so a long-lived outer lock does not collect listeners. */
+  dispose(): void;
+}
+
+function firstAbortOf(signals: readonly AbortSignal[]): CombinedSignal {
   const controller = new AbortController();
   const aborted = signals.find((s) => s.aborted);
   if (aborted) {
     controller.abort(aborted.reason);
-    return controller.signal;
+    return { signal: controller.signal, dispose: () => undefined };
   }
-  const onAbort = (event: Event): void => {
-    controller.abort((event.target as AbortSignal).reason);
+  const dispose = (): void => {
     for (const signal of signals) signal.removeEventListener('abort', onAbort);
   };
+  const onAbort = (event: Event): void => {
+    controller.abort((event.target as AbortSignal).reason);
+    dispose();
+  };
   for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
-  return controller.signal;
+  return { signal: controller.signal, dispose };
 }

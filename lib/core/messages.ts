@@ -22,6 +22,9 @@ export const messages = {
     `Lock ${quote(key)} was lost: its store became unreachable (${reason}) and onSuspended is 'abort', or the ` +
     `store could not vouch for the lock any longer.`,
   lostConnection: (key: string, reason: string) => `Lock ${quote(key)} was lost: ${reason}`,
+  releasedUnderBorrower: (key: string) =>
+    `Lock ${quote(key)} was released by the scope that took it, while a handle borrowed from it with acquire() ` +
+    `was still unreleased. Release nested handles before the scope ends.`,
   lostReleasedByCaller: (key: string) =>
     `Lock ${quote(key)} was given up by LockService.releaseAll(): work still running under it is no longer exclusive.`,
   lostExpired: (key: string) =>
@@ -44,6 +47,9 @@ export const messages = {
     `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said; ` +
     `the lock was not taken (or is left to expire by its ttl).`,
   serviceClosed: () => `The lock service has shut down (the application is closing); no new locks are taken.`,
+  grantSpoiled: (reason: string) =>
+    `The store's connection changed while the lock was being granted (${reason}), so the grant could not be ` +
+    `trusted and was given back.`,
   storeTimeout: (backend: string, operation: string, timeoutMs: number) =>
     `Lock backend "${backend}" did not answer within ${timeoutMs} ms when asked to ${operation} (operationTimeout). ` +
     `Check the store's health, or raise operationTimeout for a slow store.`,
@@ -129,10 +135,27 @@ export const messages = {
       `@Locked() on ${where}: the key function returned ${describe(value)}; it must return a non-empty string ` +
       `or a non-empty array of non-empty strings.`,
     badKeyAt: (where: string, reason: string) => `@Locked() on ${where}: ${reason}`,
+    mixedKeySources: (where: string) =>
+      `@Locked() on ${where} mixes placeholders of the request ({params.x}, …) with method arguments ({0}): the ` +
+      `request is read before pipes run, the arguments after. Use one kind.`,
+    needsRequest: (where: string) =>
+      `@Locked() on ${where} builds its key from the request, but was called outside a request (from code, ` +
+      `not by the router or a resolver). Call a method keyed by its arguments instead.`,
+    guardNeedsRequestKey: (where: string) =>
+      `LockGuard on ${where}: a guard runs before pipes, so it can only take a lock whose key reads the HTTP ` +
+      `request ({params.x}, {body.x}, …, or requestKey()). Key it by the request, or drop LockGuard: @Locked ` +
+      `alone locks the handler.`,
+    requestKeyOnProvider: (where: string) =>
+      `@Locked() on ${where} reads the request in its key, but ${where.split('.')[0]} is not a controller or ` +
+      `resolver: no request reaches it. Key it by its arguments ({0}) instead.`,
     badOptions: (where: string, reason: string) => `${where}: ${reason}`,
     stacked: (where: string) =>
       `@Locked() is applied twice to ${where}. Use one @Locked() with an array of keys, e.g. ` +
       `@Locked(['a:{0}', 'b:{1}']): the keys are then taken together, in a fixed order, all or none.`,
+    ambiguousApp: (where: string) =>
+      `@Locked() on ${where} was called on an instance made after bootstrap (request scope, moduleRef.resolve) ` +
+      `whose class is in several running apps, so its lock store is unknown. Get the instance from the ` +
+      `container at bootstrap, or run one app at a time.`,
     scopedInTwoApps: (where: string) =>
       `@Locked() on ${where}: the provider is request-scoped or transient and its class is already in another ` +
       `running app in this process. Its instances made after bootstrap cannot tell which app's lock store to ` +

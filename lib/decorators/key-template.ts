@@ -1,3 +1,4 @@
+import type { ExecutionContext } from '@nestjs/common';
 import { LockConfigurationError } from '../core/errors';
 import { messages } from '../core/messages';
 
@@ -5,28 +6,65 @@ import { messages } from '../core/messages';
 // `never[]` lets any parameter list through, so `(id: string) => ...` type-checks without `any`.
 export type LockKeyFunction = (...args: never[]) => string | readonly string[];
 
+/** A key builder that reads the request (HTTP, RPC or GraphQL) before pipes run: wrap it in requestKey(). */
+export type RequestKeyFunction = (context: ExecutionContext) => string | readonly string[];
+
+const REQUEST_KEY = Symbol('nestjs-distributed-lock:request-key');
+
+/** Marks a key function as one of the request's ExecutionContext rather than of the handler's arguments. */
+export function requestKey(fn: RequestKeyFunction): LockKeyFunction {
+  return Object.assign(fn as unknown as LockKeyFunction, { [REQUEST_KEY]: true });
+}
+
 /**
  * The key of a @Locked method: a template whose `{n}` / `{n.path}` placeholders read argument n
  * (`'order:{0}'`, `'user:{0.id}:{1}'`; `{{` and `}}` are literal braces), a function of the arguments,
- * or an array of them for several keys.
+ * or an array of them for several keys. On request handlers a template may read the request instead —
+ * `{params.id}`, `{query.x}`, `{body.x}`, `{headers.x-tenant}`, `{user.id}` (HTTP), `{data.x}` (RPC),
+ * `{args.x}` (GraphQL) — or use requestKey((context) => …); the lock is then taken before pipes run.
  */
 export type LockKey = string | LockKeyFunction | readonly (string | LockKeyFunction)[];
 
+/** The parts of a request a key template can read; each absent where the transport has none. */
+export interface RequestParts {
+  readonly params?: unknown;
+  readonly query?: unknown;
+  readonly body?: unknown;
+  readonly headers?: unknown;
+  readonly user?: unknown;
+  readonly data?: unknown;
+  readonly args?: unknown;
+  readonly context: ExecutionContext;
+}
+
+/** What one call's keys are built from: the method's arguments, or the request for request keys. */
+export interface KeySource {
+  readonly args: readonly unknown[];
+  readonly request?: RequestParts;
+}
+
 /** Builds the key list for one call; throws LockConfigurationError for values that cannot make a key. */
-export type KeyResolver = ((args: readonly unknown[]) => string[]) & {
-  /** Set when no part depends on the arguments: the keys can be prepared once, at bootstrap. */
+export type KeyResolver = ((source: KeySource) => string[]) & {
+  /** Set when no part depends on the call: the keys can be prepared once, at bootstrap. */
   readonly constant?: readonly string[];
+  /** Some part reads the request: the lock is taken on the request path, before pipes. */
+  readonly fromRequest: boolean;
 };
 
 interface Placeholder {
   readonly source: string;
-  readonly index: number;
+  /** An argument index, or the request part the path starts from. */
+  readonly from: number | RequestRoot;
   readonly path: readonly string[];
 }
+
+type RequestRoot = 'params' | 'query' | 'body' | 'headers' | 'user' | 'data' | 'args';
 
 type Part = string | Placeholder;
 
 const PLACEHOLDER = /^(\d+)((?:\.[A-Za-z_$][\w$]*|\.\d+)*)$/;
+/** Header names have dashes: request paths allow them. */
+const REQUEST_PLACEHOLDER = /^(params|query|body|headers|user|data|args)((?:\.[\w$-]+)+)$/;
 
 /** Parses and checks every part of the key at decoration time; the result only reads arguments. */
 export function compileLockKey(key: unknown, where: string, parameterCount: number): KeyResolver {
@@ -37,28 +75,43 @@ export function compileLockKey(key: unknown, where: string, parameterCount: numb
     if (typeof item === 'string' && item.length > 0) return fromTemplate(item, where, parameterCount);
     throw new LockConfigurationError('key', messages.decorator.badKey(where));
   });
-  const resolve = (args: readonly unknown[]): string[] => builders.flatMap((build) => build(args));
+  const fromRequest = builders.some((b) => b.fromRequest);
+  if (fromRequest && builders.some((b) => b.fromArgs)) {
+    throw new LockConfigurationError('key', messages.decorator.mixedKeySources(where));
+  }
+  const resolve = (source: KeySource): string[] => builders.flatMap((build) => build(source));
   const constant = builders.every((b) => b.constant !== undefined) ? builders.flatMap((b) => b.constant!) : undefined;
-  return Object.assign(resolve, { constant });
+  return Object.assign(resolve, { constant, fromRequest });
 }
 
-type PartBuilder = ((args: readonly unknown[]) => string[]) & { constant?: string[] };
+type PartBuilder = ((source: KeySource) => string[]) & {
+  constant?: string[];
+  fromRequest?: boolean;
+  fromArgs?: boolean;
+};
 
 function fromFunction(fn: LockKeyFunction, where: string): PartBuilder {
-  return (args) => {
-    const result: unknown = (fn as (...a: readonly unknown[]) => unknown)(...args);
+  const ofRequest = REQUEST_KEY in fn;
+  const build = (source: KeySource): string[] => {
+    if (ofRequest && !source.request) {
+      throw new LockConfigurationError('key', messages.decorator.needsRequest(where));
+    }
+    const result: unknown = ofRequest
+      ? (fn as unknown as RequestKeyFunction)(source.request!.context)
+      : (fn as (...a: readonly unknown[]) => unknown)(...source.args);
     if (typeof result === 'string' && result.length > 0) return [result];
     if (Array.isArray(result) && result.length > 0 && result.every((k) => typeof k === 'string' && k.length > 0))
       return result as string[];
     throw new LockConfigurationError('key', messages.decorator.keyFunctionResult(where, result));
   };
+  return Object.assign(build, { fromRequest: ofRequest, fromArgs: !ofRequest });
 }
 
 function fromTemplate(template: string, where: string, parameterCount: number): PartBuilder {
   const parts = parseTemplate(template, where);
   for (const part of parts) {
-    if (typeof part !== 'string' && part.index >= parameterCount) {
-      const reason = messages.decorator.placeholderBeyondParams(part.index, parameterCount);
+    if (typeof part !== 'string' && typeof part.from === 'number' && part.from >= parameterCount) {
+      const reason = messages.decorator.placeholderBeyondParams(part.from, parameterCount);
       throw new LockConfigurationError('key', messages.decorator.badTemplate(where, template, reason));
     }
   }
@@ -66,16 +119,42 @@ function fromTemplate(template: string, where: string, parameterCount: number): 
     const key = parts.join('');
     return Object.assign(() => [key], { constant: [key] });
   }
-  return (args) => {
+  const placeholders = parts.filter((p): p is Placeholder => typeof p !== 'string');
+  const fromRequest = placeholders.some((p) => typeof p.from === 'string');
+  const fromArgs = placeholders.some((p) => typeof p.from === 'number');
+  if (fromRequest && fromArgs) throw new LockConfigurationError('key', messages.decorator.mixedKeySources(where));
+  const build = (source: KeySource): string[] => {
+    if (fromRequest && !source.request) {
+      throw new LockConfigurationError('key', messages.decorator.needsRequest(where));
+    }
     let key = '';
-    for (const part of parts) key += typeof part === 'string' ? part : render(part, args, where, template);
+    for (const part of parts) key += typeof part === 'string' ? part : render(part, source, where, template);
     return [key];
   };
+  return Object.assign(build, { fromRequest, fromArgs });
 }
 
-function render(placeholder: Placeholder, args: readonly unknown[], where: string, template: string): string {
-  let value: unknown = args[placeholder.index];
-  for (const property of placeholder.path) {
+function render(placeholder: Placeholder, source: KeySource, where: string, template: string): string {
+  let value: unknown =
+    typeof placeholder.from === 'number' ? source.args[placeholder.from] : source.request![placeholder.from];
+  if (placeholder.from === 'headers') {
+    // Header names are case-insensitive; Node lower-cases them.
+    const [name, ...rest] = placeholder.path;
+    value = (value as Record<string, unknown> | undefined)?.[name!.toLowerCase()];
+    return finish(placeholder, value, rest, where, template);
+  }
+  return finish(placeholder, value, placeholder.path, where, template);
+}
+
+function finish(
+  placeholder: Placeholder,
+  start: unknown,
+  path: readonly string[],
+  where: string,
+  template: string,
+): string {
+  let value = start;
+  for (const property of path) {
     value = value === null || value === undefined ? undefined : (value as Record<string, unknown>)[property];
   }
   if (typeof value === 'string' && value.length > 0) return value;
@@ -109,12 +188,17 @@ function parseTemplate(template: string, where: string): Part[] {
     if (end < 0) throw bad(`the "{" at position ${i} is never closed; write "{{" for a literal brace.`);
     const source = template.slice(i + 1, end);
     const match = PLACEHOLDER.exec(source);
-    if (!match) {
-      throw bad(`{${source}} is not a placeholder. Use {n} for argument n or {n.property.path}, e.g. {0} or {0.id}.`);
+    const request = match ? null : REQUEST_PLACEHOLDER.exec(source);
+    if (!match && !request) {
+      throw bad(
+        `{${source}} is not a placeholder. Use {n} for argument n or {n.property.path}, e.g. {0} or {0.id}; ` +
+          `on request handlers {params.x}, {query.x}, {body.x}, {headers.x}, {user.x}, {data.x} or {args.x}.`,
+      );
     }
     if (literal) parts.push(literal);
     literal = '';
-    parts.push({ source, index: Number(match[1]), path: match[2] ? match[2].slice(1).split('.') : [] });
+    if (match) parts.push({ source, from: Number(match[1]), path: match[2] ? match[2].slice(1).split('.') : [] });
+    else parts.push({ source, from: request![1] as RequestRoot, path: request![2]!.slice(1).split('.') });
     i = end;
   }
   if (literal) parts.push(literal);

@@ -1,12 +1,14 @@
 import { Logger } from '@nestjs/common';
 import { isObservable, type Observable, throwError } from 'rxjs';
-import { LockConfigurationError } from '../core/errors';
+import { LockBackendError, LockConfigurationError } from '../core/errors';
 import type { KeyPair } from '../core/key';
 import type { LockService } from '../core/lock-service';
 import { messages } from '../core/messages';
 import type { LockedOptions, ResolvedLockOptions } from '../core/options';
 import type { KeyResolver } from './key-template';
 import { observeLocked } from './observe-locked';
+import type { RequestLockOptions } from './request-lock-options';
+import { claimRequestPath, type RequestPath } from './request-path';
 
 /** What @Locked records about one method; the explorer completes it per LockService at bootstrap. */
 export interface LockedMethod {
@@ -14,6 +16,8 @@ export interface LockedMethod {
   readonly where: string;
   readonly keys: KeyResolver;
   readonly options: LockedOptions | undefined;
+  /** How a request handler answers when the lock is busy, skipped or its store is down. */
+  readonly request: RequestLockOptions | undefined;
   /**
    * The lock is held until the returned stream ends: the method declares Observable as its return type, or
    * returned one at an earlier call (that call could only get a Promise).
@@ -38,9 +42,18 @@ const boundInstances = new WeakMap<object, LockService>();
 /**
  * For instances no explorer can see at bootstrap — request-scoped providers, transient ones made later with
  * moduleRef.resolve() — the apps whose container has their class. Such an instance runs on its app's store
- * only while exactly one app has the class; a second app registering it is refused at its bootstrap.
+ * only while exactly one running app has the class; otherwise the call fails, saying why. A request-scoped
+ * class, whose every instance is made that way, is refused at the bootstrap of a second running app.
  */
 const classApps = new WeakMap<object, Set<LockService>>();
+
+/** Apps that finished bootstrap and have not shut down: an app whose bootstrap failed never counts. */
+const runningApps = new WeakSet<LockService>();
+
+export function markRunning(service: LockService, running: boolean): void {
+  if (running) runningApps.add(service);
+  else runningApps.delete(service);
+}
 
 /** Explorers that have not finished binding their app yet: a call that arrives first makes them bind now. */
 const pendingBinders = new Set<{ bind(): void }>();
@@ -49,10 +62,10 @@ export function bindInstance(instance: object, service: LockService): void {
   boundInstances.set(instance, service);
 }
 
-/** Records that `service`'s app makes instances of `type` later; refuses a second live app. */
-export function bindClass(type: object, service: LockService, where: string): void {
+/** Records that `service`'s app makes instances of `type` after bootstrap; `exclusive` refuses a second app. */
+export function bindClass(type: object, service: LockService, where: string, exclusive: boolean): void {
   const apps = classApps.get(type) ?? new Set<LockService>();
-  if (apps.size > 0 && !apps.has(service)) {
+  if (exclusive && [...apps].some((other) => other !== service && runningApps.has(other))) {
     throw new LockConfigurationError(where, messages.decorator.scopedInTwoApps(where));
   }
   apps.add(service);
@@ -91,8 +104,10 @@ function serviceFor(instance: unknown): LockService | undefined {
   if (typeof instance !== 'object' || instance === null) return undefined;
   const bound = boundInstances.get(instance);
   if (bound) return bound;
-  const apps = classApps.get(instance.constructor);
-  return apps?.size === 1 ? [...apps][0] : undefined;
+  const apps = [...(classApps.get(instance.constructor) ?? [])];
+  if (apps.length === 1) return apps[0];
+  const running = apps.filter((app) => runningApps.has(app));
+  return running.length === 1 ? running[0] : undefined;
 }
 
 /** The body every @Locked method is replaced by: find this app's LockService, build the keys, run locked. */
@@ -111,30 +126,64 @@ export function invokeLocked(method: LockedMethod, instance: object, args: unkno
       }
       service = serviceFor(instance);
     }
-    if (!service) throw new LockConfigurationError(method.where, messages.decorator.notBound(method.where));
+    if (!service) {
+      const ambiguous =
+        typeof instance === 'object' && instance !== null && (classApps.get(instance.constructor)?.size ?? 0) > 1;
+      const message = ambiguous
+        ? messages.decorator.ambiguousApp(method.where)
+        : messages.decorator.notBound(method.where);
+      throw new LockConfigurationError(method.where, message);
+    }
     const prepared = method.prepared.get(service);
     if (!prepared) throw new LockConfigurationError(method.where, messages.decorator.notBound(method.where));
-    const keys = prepared.constantKeys ?? keysAt(method, () => service.normaliseKeys(method.keys(args)));
+    const path = claimRequestPath(method);
+    // The interceptor (or guard) took the lock from the request, before pipes: this call runs under it.
+    if (path?.lockedByRequest) {
+      const result = method.original.apply(instance, args);
+      if (result instanceof Promise) path.work = result.catch(() => undefined);
+      return result;
+    }
+    const keys = prepared.constantKeys ?? keysAt(method, () => service.normaliseKeys(method.keys({ args })));
+    const options = path ? reportingTo(path, prepared.options) : prepared.options;
     if (observable) {
       return observeLocked(
         service,
         keys,
         () => method.original.apply(instance, args) as Observable<unknown>,
-        prepared.options,
+        options,
         args,
       );
     }
-    const call: { result?: Promise<unknown> } = {};
+    const call: { result?: Promise<unknown>; started?: boolean } = {};
     call.result = service.runLocked(
       keys,
-      () => callExpectingNoObservable(method, instance, args, call),
-      prepared.options,
+      () => ((call.started = true), callExpectingNoObservable(method, instance, args, call)),
+      options,
       args,
     );
+    if (path?.failOpen) {
+      call.result = call.result.catch((error: unknown) => {
+        if (call.started || !(error instanceof LockBackendError)) throw error;
+        path.ranUnlocked = true;
+        return method.original.apply(instance, args);
+      });
+    }
     return call.result;
   } catch (error) {
     return observable ? throwError(() => error) : Promise.reject(error);
   }
+}
+
+/** On the request path a skipped call is reported, so the response can say so instead of an empty 200. */
+function reportingTo(path: RequestPath, options: ResolvedLockOptions): ResolvedLockOptions {
+  if (options.onLocked !== 'skip') return options;
+  return {
+    ...options,
+    onLocked: () => {
+      path.skipped = true;
+      return undefined;
+    },
+  };
 }
 
 /** Key errors name the method: the key was built from its template or function. */

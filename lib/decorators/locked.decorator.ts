@@ -3,6 +3,12 @@ import { Observable } from 'rxjs';
 import { LockConfigurationError } from '../core/errors';
 import { messages } from '../core/messages';
 import type { LockedOptions } from '../core/options';
+import type { RequestLockOptions } from './request-lock-options';
+
+/** @Locked options: the lock's policies, and how a request handler answers when it cannot run under it. */
+export interface LockedMethodOptions extends LockedOptions {
+  readonly request?: RequestLockOptions;
+}
 import { compileLockKey, type LockKey } from './key-template';
 import { invokeLocked, type LockedMethod } from './locked-method';
 
@@ -17,7 +23,8 @@ export const LOCKED_METHOD = Symbol('nestjs-distributed-lock:locked-method');
  *
  * Keys, templates and options are checked when the class is defined and at bootstrap, never on first call.
  */
-export function Locked(key: LockKey, options?: LockedOptions): MethodDecorator {
+export function Locked(key: LockKey, options?: LockedMethodOptions): MethodDecorator {
+  const { request, ...lockOptions } = options ?? {};
   return (target, propertyKey, descriptor) => {
     const owner = typeof target === 'function' ? (target as { name: string }).name : target.constructor.name;
     const where = `${owner}.${String(propertyKey)}`;
@@ -33,7 +40,8 @@ export function Locked(key: LockKey, options?: LockedOptions): MethodDecorator {
     const method: LockedMethod = {
       where,
       keys: compileLockKey(key, where, parameterCount),
-      options,
+      options: options === undefined ? undefined : lockOptions,
+      request,
       observable:
         returnType === Observable || (typeof returnType === 'function' && returnType.prototype instanceof Observable),
       original: original as (...args: unknown[]) => unknown,

@@ -30,13 +30,12 @@ export function observeLocked<T>(
       teardown?.();
       if (handle) void service.releaseQuietly(handle);
     };
-    service.take(keys, options, options.autoExtend ?? true, cancelWait.signal).then(
+    service.take(keys, options, options.autoExtend ?? true, cancelWait.signal, true).then(
       (taken) => {
         if (finished || subscriber.closed) return void service.releaseQuietly(taken);
         handle = taken;
-        const unwatch = watchLossPolicy(taken, options);
-        const stopOnLoss =
-          options.onLost === 'abort' ? onFirstLoss(taken, (error) => subscriber.error(error)) : () => undefined;
+        let unwatch = (): void => undefined;
+        let stopOnLoss = (): void => undefined;
         let inner: { unsubscribe(): void } | undefined;
         teardown = () => {
           unwatch();
@@ -44,7 +43,10 @@ export function observeLocked<T>(
           inner?.unsubscribe();
         };
         try {
-          inner = runInScope(taken, () => source().subscribe(subscriber));
+          unwatch = watchLossPolicy(taken, options);
+          if (options.onLost === 'abort') stopOnLoss = onFirstLoss(taken, (error) => subscriber.error(error));
+          // Lost at grant with 'abort': the subscriber has its error; the stream must not start.
+          if (!subscriber.closed) inner = runInScope(taken, () => source().subscribe(subscriber));
         } catch (error) {
           subscriber.error(error);
         }

@@ -1,8 +1,15 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
 import type { LockServiceConfig } from '../core/lock-service';
+import type { RequestLockOptions } from '../decorators/request-lock-options';
 
-/** forRoot({ backends, defaults, keyPrefix, clock, isGlobal }) and forRootAsync({ imports, inject, useFactory }). */
-export type DistributedLockModuleOptions = LockServiceConfig;
+/**
+ * forRoot({ backends, defaults, keyPrefix, shutdownTimeout, operationTimeout, request, clock, isGlobal }) and
+ * forRootAsync({ imports, inject, useFactory }).
+ */
+export interface DistributedLockModuleOptions extends LockServiceConfig {
+  /** How locked request handlers answer when busy, skipped or the store is down; per handler in @Locked too. */
+  readonly request?: RequestLockOptions;
+}
 
 export const {
   ConfigurableModuleClass: ConfigurableDistributedLockModule,

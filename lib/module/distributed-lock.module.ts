@@ -1,5 +1,7 @@
 import { Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
-import { DiscoveryModule } from '@nestjs/core';
+import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
+import { LockInterceptor } from '../http/lock.interceptor';
+import { REQUEST_LOCK_DEFAULTS } from '../http/locked-handler';
 import type { Subscription } from 'rxjs';
 import { LockService } from '../core/lock-service';
 import {
@@ -28,8 +30,15 @@ import { LockedExplorer } from './locked-explorer';
       inject: [DISTRIBUTED_LOCK_MODULE_OPTIONS],
     },
     LockedExplorer,
+    {
+      provide: REQUEST_LOCK_DEFAULTS,
+      useFactory: (options: DistributedLockModuleOptions) => options.request ?? {},
+      inject: [DISTRIBUTED_LOCK_MODULE_OPTIONS],
+    },
+    // Global, so @Locked on a handler needs nothing else: it holds request-keyed locks and answers for all.
+    { provide: APP_INTERCEPTOR, useClass: LockInterceptor },
   ],
-  exports: [LockService],
+  exports: [LockService, REQUEST_LOCK_DEFAULTS],
 })
 export class DistributedLockModule extends ConfigurableDistributedLockModule implements OnApplicationShutdown {
   private readonly logger = new Logger('DistributedLock');

@@ -1,12 +1,15 @@
-import { Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
+import { LockConfigurationError } from '../core/errors';
 import { LockService } from '../core/lock-service';
+import { messages } from '../core/messages';
 import { LOCKED_METHOD } from '../decorators/locked.decorator';
 import {
   bindClass,
   bindInstance,
   type LockedMethod,
+  markRunning,
   prepareLockedMethod,
   registerPendingBinder,
   unbindClass,
@@ -23,7 +26,7 @@ import {
  * bootstrap (request scope, moduleRef.resolve) are found by class, which only one running app may then have.
  */
 @Injectable()
-export class LockedExplorer implements OnModuleInit, OnModuleDestroy {
+export class LockedExplorer implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
   private readonly unregister: () => void;
   /** Classes whose later instances (request-scoped, resolved transients) run on this app's store. */
   private readonly classes = new Set<object>();
@@ -44,20 +47,26 @@ export class LockedExplorer implements OnModuleInit, OnModuleDestroy {
     }
   }
 
+  onApplicationBootstrap(): void {
+    markRunning(this.service, true);
+  }
+
   onModuleDestroy(): void {
     this.unregister();
+    markRunning(this.service, false);
     for (const type of this.classes) unbindClass(type, this.service);
   }
 
   /** Binds every instance that exists now. Safe to call again: later calls bind what was made since. */
   bind(): void {
-    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
+    const controllers = new Set(this.discovery.getControllers());
+    for (const wrapper of [...this.discovery.getProviders(), ...controllers]) {
       if (!wrapper.isDependencyTreeStatic() || wrapper.isTransient) {
         const type = wrapper.metatype as { prototype?: unknown } | null;
         const methods = this.lockedMethods(type?.prototype);
         for (const method of methods) prepareLockedMethod(method, this.service);
         if (type && methods.length > 0) {
-          bindClass(type, this.service, methods[0]!.where);
+          bindClass(type, this.service, methods[0]!.where, !wrapper.isDependencyTreeStatic());
           this.classes.add(type);
         }
         if (!wrapper.isDependencyTreeStatic()) continue;
@@ -65,6 +74,7 @@ export class LockedExplorer implements OnModuleInit, OnModuleDestroy {
       for (const instance of instancesOf(wrapper)) {
         const methods = this.lockedMethods(Object.getPrototypeOf(instance));
         if (methods.length === 0) continue;
+        if (!controllers.has(wrapper) && !isResolver(instance)) refuseRequestKeys(methods);
         for (const method of methods) prepareLockedMethod(method, this.service);
         bindInstance(instance, this.service);
       }
@@ -84,6 +94,17 @@ export class LockedExplorer implements OnModuleInit, OnModuleDestroy {
     }
     return found;
   }
+}
+
+/** GraphQL resolvers are providers that do get requests. */
+function isResolver(instance: object): boolean {
+  return Reflect.hasMetadata('graphql:resolver_type', instance.constructor);
+}
+
+/** A provider that is neither a controller nor a resolver never sees a request: a request key cannot work. */
+function refuseRequestKeys(methods: readonly LockedMethod[]): void {
+  const bad = methods.find((m) => m.keys.fromRequest);
+  if (bad) throw new LockConfigurationError(bad.where, messages.decorator.requestKeyOnProvider(bad.where));
 }
 
 /** The instances made so far: one for a singleton, one per inquirer for a transient provider. */

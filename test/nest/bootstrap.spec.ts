@@ -27,7 +27,11 @@ describe('@Locked checks its key when the class is defined', () => {
     ['a placeholder beyond the parameters', 'order:{1}', /\{1\} reads argument 1, but the method declares 1 parameter/],
     ['an unclosed brace', 'order:{0', /never closed/],
     ['a lone closing brace', 'order:0}', /lone "}"/],
-    ['a placeholder that is not an argument index', 'order:{params.id}', /\{params\.id\} is not a placeholder/],
+    [
+      'a placeholder that is neither an argument nor a request part',
+      'order:{param.id}',
+      /\{param\.id\} is not a placeholder/,
+    ],
     ['an empty path segment', 'order:{0.}', /\{0\.\} is not a placeholder/],
     ['an empty template', '', /needs a key/],
   ])('refuses %s', (_label, template, rule) => {
@@ -286,20 +290,36 @@ describe('DistributedLockModule', () => {
         }).compile()
       ).init();
     const [a, b] = [new MemoryLockBackend(), new MemoryLockBackend()];
-    const appA = await start(a);
-    const appB = await start(b).catch((e: unknown) => e);
-    // The class is transient in a running app already: instances made later could not tell their app apart.
-    expect(appB).toMatchObject({ code: 'LOCK_CONFIGURATION' });
-    expect((appB as Error).message).toMatch(/PerUse\.run.*another running app/);
-    const holderB = await new LockService({ backends: { default: b } }).acquire('transient');
-    // App A's instance runs on A's store, whatever else was bootstrapped in the process.
+    const [appA, appB] = [await start(a), await start(b)];
+    const holderB = await appB.get(LockService).acquire('transient');
+    // Each app's instance runs on its own store, whichever app bootstrapped last.
     await expect(appA.get(Consumer).perUse.run()).resolves.toBe('ran');
+    await expect(appB.get(Consumer).perUse.run()).rejects.toMatchObject({ code: 'LOCK_UNAVAILABLE' });
+    // An instance made after bootstrap cannot tell which of two running apps it belongs to: it refuses to run.
+    await expect((await appA.resolve(PerUse)).run()).rejects.toMatchObject({ code: 'LOCK_CONFIGURATION' });
     await holderB.release();
+    await appB.close();
+    await expect((await appA.resolve(PerUse)).run()).resolves.toBe('ran');
     await appA.close();
-    // Once A is gone, another app may have the class.
-    const appC = await start(b);
-    await expect(appC.get(Consumer).perUse.run()).resolves.toBe('ran');
-    await appC.close();
+  });
+
+  it('refuses a request-scoped @Locked class in a second running app, at its bootstrap', async () => {
+    @Injectable({ scope: Scope.REQUEST })
+    class PerRequest {
+      @Locked('request')
+      async run(): Promise<void> {}
+    }
+    const start = () =>
+      Test.createTestingModule({
+        imports: [DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() } })],
+        providers: [PerRequest],
+      })
+        .compile()
+        .then((moduleRef) => moduleRef.init());
+    const first = await start();
+    await expect(start()).rejects.toThrow(/PerRequest\.run.*another running app/);
+    await first.close();
+    await (await start()).close();
   });
 
   it('binds a provider made after an early @Locked call (from an async factory) at bootstrap', async () => {

@@ -39,9 +39,11 @@ describe('@Locked on a controller handler', () => {
       .send({ note: 'first' })
       .then((r) => r);
     await gate.entered.promise;
-    // No HTTP mapping yet (a later release adds it): the LockUnavailableError surfaces as a server error.
+    // Busy: 409 with a body naming the resource and a Retry-After, with no exception filter to write.
     const second = await request(app.getHttpServer()).post('/orders/7/pay').send({});
-    expect(second.status).toBe(500);
+    expect(second.status).toBe(409);
+    expect(second.body).toMatchObject({ statusCode: 409, code: 'LOCK_UNAVAILABLE', resource: 'order:7' });
+    expect(Number(second.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     gate.current.resolve();
     const response = await first;
     expect(response.status).toBe(201);
