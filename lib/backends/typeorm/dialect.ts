@@ -1,0 +1,61 @@
+import type { LockColumn } from './lock-table';
+
+/** What a statement gave back, as TypeORM's structured QueryResult carries it. */
+export interface SqlResult {
+  readonly records: readonly Record<string, unknown>[];
+  readonly affected?: number;
+  /** The driver's own result: mysql2's ResultSetHeader for an INSERT (insertId). */
+  readonly raw: unknown;
+}
+
+/** One SQL statement with its bound parameters, and how to read its result. */
+export interface Statement<T> {
+  readonly sql: string;
+  readonly params: readonly unknown[];
+  read(result: SqlResult): T;
+}
+
+/** The lock table's name and columns, each already quoted by the driver. */
+export type QuotedTable = { readonly table: string } & { readonly [column in LockColumn]: string };
+
+/**
+ * Everything that differs between databases, and nothing else: the SQL of each primitive. Keys reach the
+ * database only as bound parameters (their sha-256 id and the key text); times are always the server's clock.
+ */
+export interface SqlDialect {
+  readonly name: 'postgres' | 'mysql' | 'sqlite';
+  /** Row locks held by an open transaction exist (session mode is possible). */
+  readonly rowLocks: boolean;
+
+  /** Takes the row when it is free or expired; the new fencing token, or undefined when busy. One statement. */
+  acquireLease(t: QuotedTable, id: string, key: string, owner: string, ttl: number): Statement<bigint | undefined>;
+  /** Frees the row if `owner` holds it and it has not expired; true if it did. `notifyChannel`: PostgreSQL only. */
+  releaseLease(t: QuotedTable, id: string, owner: string, notifyChannel: string | undefined): Statement<boolean>;
+  extendLease(t: QuotedTable, id: string, owner: string, ttl: number): Statement<boolean>;
+  isLeaseHeld(t: QuotedTable, id: string): Statement<boolean>;
+
+  /** Session mode: creates the row to lock when it is missing. */
+  insertLockRow(t: QuotedTable, id: string, key: string): Statement<void>;
+  /** Session mode, inside a transaction: locks the row or fails at once (isBusyError); false if it is missing. */
+  lockRowNowait(t: QuotedTable, id: string): Statement<boolean>;
+  /** Session mode: true when the row exists and nobody holds it locked (autocommit SKIP LOCKED, never waits). */
+  isRowFree(t: QuotedTable, id: string): Statement<boolean>;
+  rowExists(t: QuotedTable, id: string): Statement<boolean>;
+  /** Session mode, autocommit outside the lock's transaction: raises the key's counter and returns it. */
+  nextToken(t: QuotedTable, id: string, key: string): Statement<bigint>;
+  /** The error a NOWAIT lock attempt fails with when another transaction holds the row. */
+  isBusyError(error: unknown): boolean;
+}
+
+/** The driver's error inside TypeORM's QueryFailedError (or the error itself). */
+export function driverError(error: unknown): { code?: unknown; errno?: unknown } {
+  if (typeof error !== 'object' || error === null) return {};
+  const inner = (error as { driverError?: unknown }).driverError;
+  return (typeof inner === 'object' && inner !== null ? inner : error) as { code?: unknown; errno?: unknown };
+}
+
+export function toBigInt(value: unknown): bigint {
+  if (typeof value === 'bigint') return value;
+  if (typeof value === 'number' || typeof value === 'string') return BigInt(value);
+  throw new TypeError(`expected an integer from the database, got ${typeof value}`);
+}

@@ -1,0 +1,43 @@
+import type { AcquireOutcome, AcquireRequest, LeaseRef } from '../lock-backend';
+import { lockId } from './lock-table';
+import type { SqlRunner } from './sql-runner';
+
+/**
+ * Lease mode: one row per key whose expiry is compared on the database server's clock. An uncontended
+ * acquire and release are one statement each. Rows are never deleted (the fencing counter lives in them); an
+ * expired row is simply taken over by the next acquire through its primary key, so nothing ever scans the
+ * table for expired rows.
+ */
+export class LeaseLocks {
+  constructor(
+    private readonly sql: SqlRunner,
+    /** PostgreSQL LISTEN/NOTIFY channel that release notifies, or undefined to only poll. */
+    private readonly notifyChannel: string | undefined,
+  ) {}
+
+  async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
+    const { table, dialect } = this.sql;
+    const token = await this.sql.run(
+      dialect.acquireLease(table, lockId(request.key), request.key, request.owner, request.ttl),
+    );
+    return token === undefined ? { acquired: false } : { acquired: true, fencingToken: token };
+  }
+
+  release(lease: LeaseRef): Promise<boolean> {
+    const { table, dialect } = this.sql;
+    return this.sql.run(dialect.releaseLease(table, lockId(lease.key), lease.owner, this.notifyChannel));
+  }
+
+  extend(lease: LeaseRef, ttl: number): Promise<boolean> {
+    const { table, dialect } = this.sql;
+    return this.sql.run(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl));
+  }
+
+  isLocked(key: string): Promise<boolean> {
+    const { table, dialect } = this.sql;
+    return this.sql.run(dialect.isLeaseHeld(table, lockId(key)));
+  }
+
+  /** Nothing is held on a connection: the rows expire by themselves. */
+  async close(): Promise<void> {}
+}

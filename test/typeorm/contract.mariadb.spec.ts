@@ -1,0 +1,5 @@
+import { describeLockBackendContract } from '../contract/lock-backend.contract';
+import { contractHarness } from './sql-fixture';
+
+describeLockBackendContract('typeorm mariadb, lease mode', () => contractHarness('mariadb', 'lease'));
+describeLockBackendContract('typeorm mariadb, session mode', () => contractHarness('mariadb', 'session'));

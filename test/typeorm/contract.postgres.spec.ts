@@ -1,0 +1,5 @@
+import { describeLockBackendContract } from '../contract/lock-backend.contract';
+import { contractHarness } from './sql-fixture';
+
+describeLockBackendContract('typeorm postgres, lease mode', () => contractHarness('postgres', 'lease'));
+describeLockBackendContract('typeorm postgres, session mode', () => contractHarness('postgres', 'session'));
