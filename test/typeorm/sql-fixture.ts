@@ -31,8 +31,10 @@ export function uniqueTableName(label: string): string {
 }
 
 let sqliteDir: string | undefined;
-/** One temp SQLite file per test process, removed when it exits. */
+/** One temp SQLite file per test process, removed when it exits; LOCK_SQLITE_FILE shares one with a child. */
 export function sqliteFile(): string {
+  const shared = process.env['LOCK_SQLITE_FILE'];
+  if (shared) return shared;
   if (!sqliteDir) {
     const dir = mkdtempSync(join(tmpdir(), 'lock-sqlite-'));
     sqliteDir = dir;
