@@ -8,6 +8,11 @@ export interface SqlResult {
   readonly raw: unknown;
 }
 
+export interface LeaseAttempt {
+  readonly token?: bigint;
+  readonly remainingMs?: number;
+}
+
 /** One SQL statement with its bound parameters, and how to read its result. */
 export interface Statement<T> {
   readonly sql: string;
@@ -27,8 +32,13 @@ export interface SqlDialect {
   /** Row locks held by an open transaction exist (session mode is possible). */
   readonly rowLocks: boolean;
 
-  /** Takes the row when it is free or expired; the new fencing token, or undefined when busy. One statement. */
-  acquireLease(t: QuotedTable, id: string, key: string, owner: string, ttl: number): Statement<bigint | undefined>;
+  /**
+   * Takes the row when it is free or expired, in one statement: the new fencing token, or when busy nothing —
+   * or, where the same statement can tell, how many ms the holder's lease has left.
+   */
+  acquireLease(t: QuotedTable, id: string, key: string, owner: string, ttl: number): Statement<LeaseAttempt>;
+  /** Busy path only: ms until the holder's lease runs out, when the acquire statement could not say. */
+  leaseRemaining(t: QuotedTable, id: string): Statement<number | undefined>;
   /** Frees the row if `owner` holds it and it has not expired; true if it did. `notifyChannel`: PostgreSQL only. */
   releaseLease(t: QuotedTable, id: string, owner: string, notifyChannel: string | undefined): Statement<boolean>;
   extendLease(t: QuotedTable, id: string, owner: string, ttl: number): Statement<boolean>;
@@ -58,4 +68,10 @@ export function toBigInt(value: unknown): bigint {
   if (typeof value === 'bigint') return value;
   if (typeof value === 'number' || typeof value === 'string') return BigInt(value);
   throw new TypeError(`expected an integer from the database, got ${typeof value}`);
+}
+
+/** Reads `remaining` (ms left of a lease) from the first row, if positive. */
+export function remainingMs(result: SqlResult): number | undefined {
+  const value = Number(result.records[0]?.['remaining']);
+  return Number.isFinite(value) && value > 0 ? value : undefined;
 }

@@ -4,7 +4,7 @@ import type { SqlRunner } from './sql-runner';
 
 /**
  * Lease mode: one row per key whose expiry is compared on the database server's clock. An uncontended
- * acquire and release are one statement each. Rows are never deleted (the fencing counter lives in them); an
+ * acquire and release are one statement each (a busy acquire on MySQL/SQLite asks once more, for the time left). Rows are never deleted (the fencing counter lives in them); an
  * expired row is simply taken over by the next acquire through its primary key, so nothing ever scans the
  * table for expired rows.
  */
@@ -17,10 +17,12 @@ export class LeaseLocks {
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
     const { table, dialect } = this.sql;
-    const token = await this.sql.run(
-      dialect.acquireLease(table, lockId(request.key), request.key, request.owner, request.ttl),
-    );
-    return token === undefined ? { acquired: false } : { acquired: true, fencingToken: token };
+    const id = lockId(request.key);
+    const attempt = await this.sql.run(dialect.acquireLease(table, id, request.key, request.owner, request.ttl));
+    if (attempt.token !== undefined) return { acquired: true, fencingToken: attempt.token };
+    // Busy: how long the holder has left caps the caller's polling pause (and feeds HTTP Retry-After).
+    const retryAfterMs = attempt.remainingMs ?? (await this.sql.run(dialect.leaseRemaining(table, id)));
+    return retryAfterMs === undefined ? { acquired: false } : { acquired: false, retryAfterMs };
   }
 
   release(lease: LeaseRef): Promise<boolean> {

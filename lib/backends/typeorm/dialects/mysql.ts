@@ -1,4 +1,4 @@
-import { driverError, type SqlDialect, type Statement, toBigInt } from '../dialect';
+import { driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
 
 /**
  * The server's clock in ms since the epoch. UTC_TIMESTAMP does not depend on the session time zone (so no
@@ -39,10 +39,16 @@ export const mysqlDialect: SqlDialect = {
       params: [id, key, owner, ttl],
       read: (result) => {
         const token = insertId(result.raw);
-        return token > 0 ? BigInt(token) : undefined;
+        return token > 0 ? { token: BigInt(token) } : {};
       },
     };
   },
+
+  leaseRemaining: (t, id) => ({
+    sql: `SELECT ${t.expiresAt} - ${NOW} AS remaining FROM ${t.table} WHERE ${t.id} = ?`,
+    params: [id],
+    read: remainingMs,
+  }),
 
   releaseLease: (t, id, owner) => ({
     sql:

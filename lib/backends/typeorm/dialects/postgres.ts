@@ -1,4 +1,4 @@
-import { driverError, type SqlDialect, type Statement, toBigInt } from '../dialect';
+import { driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
 
 /** The server's clock in ms; statement_timestamp() is one value for the whole statement. */
 const NOW = `(floor(extract(epoch from statement_timestamp()) * 1000))::bigint`;
@@ -13,15 +13,31 @@ export const postgresDialect: SqlDialect = {
   name: 'postgres',
   rowLocks: true,
 
+  /**
+   * The upsert takes the row only when it has expired. Around it, one SELECT reports the token if it did, and
+   * otherwise the holder's remaining ms: the outer query sees the row as it was before the upsert.
+   */
   acquireLease: (t, id, key, owner, ttl) => ({
     sql:
-      `INSERT INTO ${t.table} AS l (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
+      `WITH taken AS (INSERT INTO ${t.table} AS l ` +
+      `(${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
       `VALUES ($1, $2, $3, 1, ${NOW}, ${NOW} + $4::bigint) ` +
       `ON CONFLICT (${t.id}) DO UPDATE SET ${t.owner} = EXCLUDED.${t.owner}, ${t.token} = l.${t.token} + 1, ` +
       `${t.acquiredAt} = EXCLUDED.${t.acquiredAt}, ${t.expiresAt} = EXCLUDED.${t.expiresAt} ` +
-      `WHERE l.${t.expiresAt} <= EXCLUDED.${t.acquiredAt} RETURNING ${t.token} AS token`,
+      `WHERE l.${t.expiresAt} <= EXCLUDED.${t.acquiredAt} RETURNING ${t.token}) ` +
+      `SELECT (SELECT ${t.token} FROM taken) AS token, ` +
+      `(SELECT ${t.expiresAt} - ${NOW} FROM ${t.table} WHERE ${t.id} = $1) AS remaining`,
     params: [id, key, owner, ttl],
-    read: (result) => (result.records[0] ? toBigInt(result.records[0]['token']) : undefined),
+    read: (result) => {
+      const token = result.records[0]?.['token'];
+      return token === null || token === undefined ? { remainingMs: remainingMs(result) } : { token: toBigInt(token) };
+    },
+  }),
+
+  leaseRemaining: (t, id) => ({
+    sql: `SELECT ${t.expiresAt} - ${NOW} AS remaining FROM ${t.table} WHERE ${t.id} = $1`,
+    params: [id],
+    read: remainingMs,
   }),
 
   releaseLease: (t, id, owner, notifyChannel) => {

@@ -1,5 +1,5 @@
 import type { SqlDialect, Statement } from '../dialect';
-import { toBigInt } from '../dialect';
+import { remainingMs, toBigInt } from '../dialect';
 
 /** The clock in ms (SQLite runs in this process: its clock is the machine's). One value per statement. */
 const NOW = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`;
@@ -28,7 +28,13 @@ export const sqliteDialect: SqlDialect = {
       `${t.expiresAt} = excluded.${t.expiresAt} ` +
       `WHERE ${t.table}.${t.expiresAt} <= excluded.${t.acquiredAt} RETURNING ${t.token} AS token`,
     params: [id, key, owner, ttl],
-    read: (result) => (result.records[0] ? toBigInt(result.records[0]['token']) : undefined),
+    read: (result) => (result.records[0] ? { token: toBigInt(result.records[0]['token']) } : {}),
+  }),
+
+  leaseRemaining: (t, id) => ({
+    sql: `SELECT ${t.expiresAt} - ${NOW} AS remaining FROM ${t.table} WHERE ${t.id} = ?`,
+    params: [id],
+    read: remainingMs,
   }),
 
   releaseLease: (t, id, owner) => ({
