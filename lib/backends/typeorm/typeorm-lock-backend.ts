@@ -143,6 +143,11 @@ export class TypeOrmLockBackend implements LockBackend {
     }
   }
 
+  /**
+   * Lease mode: `suspended` when a statement fails for want of a connection, `reconnected` when one succeeds
+   * again (the leases stay valid until their ttl either way). Session mode reports nothing here: each lock's
+   * own connection reports its loss through onLost.
+   */
   watchConnection(listener: (change: ConnectionChange) => void): () => void {
     return this.connection.watch(listener);
   }
@@ -203,7 +208,9 @@ export class TypeOrmLockBackend implements LockBackend {
       this.connection.succeeded();
       return result;
     } catch (error) {
-      this.connection.failed(error);
+      // A session lock lives on its own connection and reports its own loss (onLost); a failed pool statement
+      // says nothing about it, and 'suspended' would make the core give up every session lock at once.
+      if (this.options.mode === 'lease') this.connection.failed(error);
       if (error instanceof LockBackendError) throw error;
       throw backendError(operation, error);
     }
