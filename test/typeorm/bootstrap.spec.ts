@@ -131,4 +131,15 @@ describe.each(['postgres', 'mariadb', 'sqlite'] as Database[])('the lock table (
     }
     await expect(backend.isLocked('k', { signal })).rejects.toThrow(LockBackendError);
   });
+
+  it('initialises itself on first use when nobody called init', async () => {
+    const tableName = uniqueTableName('lazy');
+    const backend = new TypeOrmLockBackend({ connection: connectionOptions(database), tableName, createTable: true });
+    try {
+      expect(await backend.isLocked('k', { signal })).toBe(false);
+    } finally {
+      await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
+      await backend.close();
+    }
+  });
 });

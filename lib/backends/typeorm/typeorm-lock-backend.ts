@@ -199,10 +199,15 @@ export class TypeOrmLockBackend implements LockBackend {
     }
   }
 
-  /** One store call: refused once closed or cancelled, its failure wrapped, the connection state updated. */
+  /**
+   * One store call: refused once closed or cancelled, its failure wrapped, the connection state updated. A
+   * backend used before `init` (a LockService built by hand) initialises itself first, so it fails with the
+   * same clear message instead of a driver's TypeError.
+   */
   private async store<T>(operation: string, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
     if (this.closed) throw closedError(operation);
     if (signal.aborted) throw backendError(operation, signal.reason ?? new Error('cancelled'));
+    await this.init(signal);
     try {
       const result = await work();
       this.connection.succeeded();
