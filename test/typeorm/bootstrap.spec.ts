@@ -21,6 +21,12 @@ describe('TypeOrmLockBackend options', () => {
     ['notify off PostgreSQL', { connection: sqlite, notify: true }, 'notify'],
     ['a table name with a quote', { connection: sqlite, tableName: 'locks"; --' }, 'tableName'],
     ['an unknown option', { connection: sqlite, ttl: 5 } as never, 'ttl'],
+    ['sessionLock in lease mode', { connection: sqlite, sessionLock: 'advisory' }, 'sessionLock'],
+    [
+      'an unknown sessionLock',
+      { connection: { type: 'postgres' }, mode: 'session', sessionLock: 'table' as never },
+      'sessionLock',
+    ],
   ];
 
   it.each(bad)('refuses %s with LockConfigurationError before connecting', (_label, options, option) => {

@@ -3,3 +3,6 @@ import { contractHarness } from './sql-fixture';
 
 describeLockBackendContract('typeorm mariadb, lease mode', () => contractHarness('mariadb', 'lease'));
 describeLockBackendContract('typeorm mariadb, session mode', () => contractHarness('mariadb', 'session'));
+describeLockBackendContract('typeorm mariadb, session mode with advisory locks', () =>
+  contractHarness('mariadb', 'session', 'advisory'),
+);

@@ -3,7 +3,7 @@
  * process-kill.spec.ts. Prints the fencing token once the lock is held. Settings come from the environment.
  */
 import { LockService } from '../../lib';
-import { TypeOrmLockBackend, type TypeOrmLockMode } from '../../lib/backends/typeorm';
+import { TypeOrmLockBackend, type TypeOrmLockMode, type TypeOrmSessionLock } from '../../lib/backends/typeorm';
 import { type Database, openDataSource } from './sql-fixture';
 
 async function main(): Promise<void> {
@@ -17,6 +17,7 @@ async function main(): Promise<void> {
     dataSource,
     mode: env('HOLDER_MODE') as TypeOrmLockMode,
     tableName: env('HOLDER_TABLE'),
+    sessionLock: process.env['HOLDER_SESSION_LOCK'] as TypeOrmSessionLock | undefined,
   });
   await backend.init(new AbortController().signal);
   const locks = new LockService({ backends: { default: backend } });

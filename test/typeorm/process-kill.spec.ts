@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import { type Lock, LockService } from '../../lib';
-import { TypeOrmLockBackend, type TypeOrmLockMode } from '../../lib/backends/typeorm';
+import { TypeOrmLockBackend, type TypeOrmLockMode, type TypeOrmSessionLock } from '../../lib/backends/typeorm';
 import { type Database, killConnections, openDataSource, sqliteFile, TestTable } from './sql-fixture';
 
 /** Starts holder.ts in its own process and resolves once it holds `key`, with its fencing token. */
@@ -12,6 +12,7 @@ async function startHolder(
   table: string,
   key: string,
   ttl: number,
+  sessionLock: TypeOrmSessionLock | undefined,
 ): Promise<{ child: ChildProcess; token: bigint }> {
   const child = spawn(process.execPath, [join(__dirname, 'run-ts.js'), join(__dirname, 'holder.ts')], {
     env: {
@@ -22,6 +23,7 @@ async function startHolder(
       HOLDER_KEY: key,
       HOLDER_TTL: String(ttl),
       LOCK_SQLITE_FILE: sqliteFile(),
+      ...(sessionLock ? { HOLDER_SESSION_LOCK: sessionLock } : {}),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -54,15 +56,17 @@ async function timeUntilFree(locks: LockService, key: string, limitMs: number, e
   return Date.now() - start;
 }
 
-const cases: ReadonlyArray<[Database, TypeOrmLockMode]> = [
-  ['postgres', 'lease'],
-  ['postgres', 'session'],
-  ['mariadb', 'lease'],
-  ['mariadb', 'session'],
-  ['sqlite', 'lease'],
+const cases: ReadonlyArray<[Database, TypeOrmLockMode, TypeOrmSessionLock | undefined]> = [
+  ['postgres', 'lease', undefined],
+  ['postgres', 'session', 'row'],
+  ['postgres', 'session', 'advisory'],
+  ['mariadb', 'lease', undefined],
+  ['mariadb', 'session', 'row'],
+  ['mariadb', 'session', 'advisory'],
+  ['sqlite', 'lease', undefined],
 ];
 
-describe.each(cases)('a holder killed with SIGKILL (%s, %s mode)', (database, mode) => {
+describe.each(cases)('a holder killed with SIGKILL (%s, %s mode, %s)', (database, mode, sessionLock) => {
   let table: TestTable;
   let dataSource: DataSource;
   let locks: LockService;
@@ -71,7 +75,7 @@ describe.each(cases)('a holder killed with SIGKILL (%s, %s mode)', (database, mo
     table = await TestTable.create(database, `kill_${mode}`);
     dataSource = await openDataSource(database);
     locks = new LockService({
-      backends: { default: new TypeOrmLockBackend({ dataSource, mode, tableName: table.name }) },
+      backends: { default: new TypeOrmLockBackend({ dataSource, mode, sessionLock, tableName: table.name }) },
     });
   });
   afterAll(async () => {
@@ -84,7 +88,7 @@ describe.each(cases)('a holder killed with SIGKILL (%s, %s mode)', (database, mo
     mode === 'lease' ? 'leaves the key locked until its ttl runs out' : 'frees the key at once',
     async () => {
       const ttl = 1_500;
-      const { child, token } = await startHolder(database, mode, table.name, 'job', ttl);
+      const { child, token } = await startHolder(database, mode, table.name, 'job', ttl, sessionLock);
       const heldSince = Date.now();
       expect(await locks.isLocked('job')).toBe(true);
       await kill(child);
@@ -106,19 +110,36 @@ describe.each(cases)('a holder killed with SIGKILL (%s, %s mode)', (database, mo
   );
 });
 
-describe.each(['postgres', 'mariadb'] as const)('session mode, connection ended by the server (%s)', (database) => {
+const sessionCases: ReadonlyArray<['postgres' | 'mariadb', TypeOrmSessionLock]> = [
+  ['postgres', 'row'],
+  ['postgres', 'advisory'],
+  ['mariadb', 'row'],
+  ['mariadb', 'advisory'],
+];
+
+describe.each(sessionCases)('session mode, connection ended by the server (%s, %s)', (database, sessionLock) => {
   it('reports the lock lost (signal, event, onLost) and frees the key at once', async () => {
     const table = await TestTable.create(database, 'terminate');
     const holderSource = await openDataSource(database, `lock-terminate-${process.pid}`);
     const holder = new LockService({
       backends: {
-        default: new TypeOrmLockBackend({ dataSource: holderSource, mode: 'session', tableName: table.name }),
+        default: new TypeOrmLockBackend({
+          dataSource: holderSource,
+          mode: 'session',
+          sessionLock,
+          tableName: table.name,
+        }),
       },
     });
     const otherSource = await openDataSource(database);
     const other = new LockService({
       backends: {
-        default: new TypeOrmLockBackend({ dataSource: otherSource, mode: 'session', tableName: table.name }),
+        default: new TypeOrmLockBackend({
+          dataSource: otherSource,
+          mode: 'session',
+          sessionLock,
+          tableName: table.name,
+        }),
       },
     });
     try {

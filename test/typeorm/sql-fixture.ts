@@ -5,7 +5,12 @@ import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import { systemClock } from '../../lib';
 import type { LockBackend } from '../../lib';
-import { createLockTable, TypeOrmLockBackend, type TypeOrmLockMode } from '../../lib/backends/typeorm';
+import {
+  createLockTable,
+  TypeOrmLockBackend,
+  type TypeOrmLockMode,
+  type TypeOrmSessionLock,
+} from '../../lib/backends/typeorm';
 import type { ContractHarness } from '../contract/lock-backend.contract';
 
 export type Database = 'postgres' | 'mariadb' | 'sqlite';
@@ -103,12 +108,16 @@ export class TestTable {
 }
 
 /** The contract harness on one database and mode: every backend on its own DataSource, as separate apps. */
-export async function contractHarness(database: Database, mode: TypeOrmLockMode): Promise<ContractHarness> {
+export async function contractHarness(
+  database: Database,
+  mode: TypeOrmLockMode,
+  sessionLock?: TypeOrmSessionLock,
+): Promise<ContractHarness> {
   const table = await TestTable.create(database, `contract_${mode}`);
   const dataSources = new Map<LockBackend, DataSource>();
   const open = async (): Promise<LockBackend> => {
     const dataSource = await openDataSource(database, `lock-${randomBytes(6).toString('hex')}`);
-    const backend = new TypeOrmLockBackend({ dataSource, mode, tableName: table.name });
+    const backend = new TypeOrmLockBackend({ dataSource, mode, sessionLock, tableName: table.name });
     await backend.init(new AbortController().signal);
     dataSources.set(backend, dataSource);
     return backend;

@@ -1,6 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { LockService } from '../../lib';
-import { TypeOrmLockBackend, type TypeOrmLockMode } from '../../lib/backends/typeorm';
+import { TypeOrmLockBackend, type TypeOrmLockMode, type TypeOrmSessionLock } from '../../lib/backends/typeorm';
 import { type Database, openDataSource, TestTable } from './sql-fixture';
 
 /** TORTURE_ROUNDS=200 for a long run; the default run stays short. */
@@ -9,15 +9,17 @@ const APPS = 3;
 const CONTENDERS_PER_APP = 6;
 const KEYS = ['hot-a', 'hot-b'];
 
-const cases: ReadonlyArray<[Database, TypeOrmLockMode]> = [
-  ['postgres', 'lease'],
-  ['postgres', 'session'],
-  ['mariadb', 'lease'],
-  ['mariadb', 'session'],
-  ['sqlite', 'lease'],
+const cases: ReadonlyArray<[Database, TypeOrmLockMode, TypeOrmSessionLock | undefined]> = [
+  ['postgres', 'lease', undefined],
+  ['postgres', 'session', 'row'],
+  ['postgres', 'session', 'advisory'],
+  ['mariadb', 'lease', undefined],
+  ['mariadb', 'session', 'row'],
+  ['mariadb', 'session', 'advisory'],
+  ['sqlite', 'lease', undefined],
 ];
 
-describe.each(cases)('concurrency torture (%s, %s mode)', (database, mode) => {
+describe.each(cases)('concurrency torture (%s, %s mode, %s)', (database, mode, sessionLock) => {
   it(`${APPS} apps x ${CONTENDERS_PER_APP} contenders x ${ROUNDS} rounds on ${KEYS.length} keys: no overlap, tokens rise`, async () => {
     const table = await TestTable.create(database, `torture_${mode}`);
     const sources: DataSource[] = [];
@@ -26,7 +28,9 @@ describe.each(cases)('concurrency torture (%s, %s mode)', (database, mode) => {
       const dataSource = await openDataSource(database);
       sources.push(dataSource);
       apps.push(
-        new LockService({ backends: { default: new TypeOrmLockBackend({ dataSource, mode, tableName: table.name }) } }),
+        new LockService({
+          backends: { default: new TypeOrmLockBackend({ dataSource, mode, sessionLock, tableName: table.name }) },
+        }),
       );
     }
     const inside = new Map<string, number>(KEYS.map((k) => [k, 0]));

@@ -53,6 +53,14 @@ export interface SqlDialect {
   rowExists(t: QuotedTable, id: string): Statement<boolean>;
   /** Session mode, autocommit outside the lock's transaction: raises the key's counter and returns it. */
   nextToken(t: QuotedTable, id: string, key: string): Statement<bigint>;
+  /**
+   * Session mode with advisory locks, by a 64-hex-digit name: PostgreSQL pg_try_advisory_lock on its first
+   * 64 bits, MySQL/MariaDB GET_LOCK(name, 0). Held by the connection, not a transaction: they survive the
+   * connection going back to the pool, so they are always unlocked explicitly.
+   */
+  tryAdvisoryLock(name: string): Statement<boolean>;
+  advisoryUnlock(name: string): Statement<boolean>;
+  isAdvisoryLocked(name: string): Statement<boolean>;
   /** The error a NOWAIT lock attempt fails with when another transaction holds the row. */
   isBusyError(error: unknown): boolean;
 }
@@ -74,4 +82,10 @@ export function toBigInt(value: unknown): bigint {
 export function remainingMs(result: SqlResult): number | undefined {
   const value = Number(result.records[0]?.['remaining']);
   return Number.isFinite(value) && value > 0 ? value : undefined;
+}
+
+/** Reads a boolean-ish `answer` (true, 1, '1', 't') from the first row. */
+export function answer(result: SqlResult): boolean {
+  const value = result.records[0]?.['answer'];
+  return value === true || value === 1 || value === '1' || value === 't' || value === 1n;
 }

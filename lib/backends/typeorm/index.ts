@@ -1,5 +1,5 @@
 export { TypeOrmLockBackend } from './typeorm-lock-backend';
-export type { TypeOrmLockBackendOptions, TypeOrmLockMode } from './options';
+export type { TypeOrmLockBackendOptions, TypeOrmLockMode, TypeOrmSessionLock } from './options';
 export {
   CreateDistributedLockTable1764460800000,
   createLockTable,

@@ -3,6 +3,7 @@ import { LockConfigurationError } from '../../core/errors';
 import { checkTableName, DEFAULT_LOCK_TABLE } from './lock-table';
 
 export type TypeOrmLockMode = 'lease' | 'session';
+export type TypeOrmSessionLock = 'row' | 'advisory';
 
 export interface TypeOrmLockBackendOptions {
   /**
@@ -22,6 +23,12 @@ export interface TypeOrmLockBackendOptions {
    * frees it the moment that connection dies, with no ttl. PostgreSQL and MySQL/MariaDB only.
    */
   readonly mode?: TypeOrmLockMode;
+  /**
+   * Session mode only: what holds the lock. 'row' (default): the key's row locked FOR UPDATE in an open
+   * transaction. 'advisory': a PostgreSQL advisory lock / MySQL GET_LOCK held by the connection — no row lock
+   * and no long transaction (nothing for VACUUM or the undo log to wait on); always unlocked explicitly.
+   */
+  readonly sessionLock?: TypeOrmSessionLock;
   /** The lock table; default 'distributed_locks'. Letters, digits and _ only. */
   readonly tableName?: string;
   /** Create the table at `init` if it is missing (apps without migrations). Default false: `init` checks it. */
@@ -39,6 +46,7 @@ export type SqlDatabase = 'postgres' | 'mysql' | 'sqlite';
 export interface ResolvedOptions {
   readonly database: SqlDatabase;
   readonly mode: TypeOrmLockMode;
+  readonly sessionLock: TypeOrmSessionLock;
   readonly tableName: string;
   readonly createTable: boolean;
   readonly notify: boolean;
@@ -48,6 +56,7 @@ const KNOWN: readonly (keyof TypeOrmLockBackendOptions)[] = [
   'dataSource',
   'connection',
   'mode',
+  'sessionLock',
   'tableName',
   'createTable',
   'notify',
@@ -95,6 +104,13 @@ export function resolveOptions(options: TypeOrmLockBackendOptions): ResolvedOpti
         `database file). Use mode 'lease' with SQLite, or PostgreSQL/MySQL/MariaDB for session mode.`,
     );
   }
+  const sessionLock = options.sessionLock ?? 'row';
+  if (sessionLock !== 'row' && sessionLock !== 'advisory') {
+    fail('sessionLock', `Option "sessionLock" must be 'row' or 'advisory', got ${JSON.stringify(sessionLock)}.`);
+  }
+  if (options.sessionLock !== undefined && mode !== 'session') {
+    fail('sessionLock', `Option "sessionLock" applies to mode 'session' only; leave it unset in lease mode.`);
+  }
   for (const flag of ['createTable', 'notify'] as const) {
     if (options[flag] !== undefined && typeof options[flag] !== 'boolean') {
       fail(flag, `Option "${flag}" must be true or false, got ${JSON.stringify(options[flag])}.`);
@@ -106,6 +122,7 @@ export function resolveOptions(options: TypeOrmLockBackendOptions): ResolvedOpti
   return {
     database,
     mode,
+    sessionLock,
     tableName: checkTableName(options.tableName ?? DEFAULT_LOCK_TABLE),
     createTable: options.createTable ?? false,
     notify: database === 'postgres' && options.notify !== false,

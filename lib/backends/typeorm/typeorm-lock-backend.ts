@@ -20,6 +20,7 @@ import { LeaseLocks } from './lease-locks';
 import { createLockTable, lockId } from './lock-table';
 import { type ResolvedOptions, resolveOptions, type SqlDatabase, type TypeOrmLockBackendOptions } from './options';
 import { ReleaseListener } from './release-listener';
+import { AdvisoryHold, RowHold } from './session-holds';
 import { SessionLocks } from './session-locks';
 import { SqlRunner } from './sql-runner';
 
@@ -67,7 +68,14 @@ export class TypeOrmLockBackend implements LockBackend {
     const channel = this.options.notify ? `${this.options.tableName.slice(0, 54)}_released` : undefined;
     if (channel) this.listener = new ReleaseListener(this.dataSource, channel);
     this.locks =
-      this.options.mode === 'session' ? new SessionLocks(this.dataSource, sql, channel) : new LeaseLocks(sql, channel);
+      this.options.mode === 'lease'
+        ? new LeaseLocks(sql, channel)
+        : new SessionLocks(
+            this.dataSource,
+            sql,
+            this.options.sessionLock === 'advisory' ? new AdvisoryHold(sql, this.options.tableName) : new RowHold(sql),
+            channel,
+          );
     this.capabilities = {
       expiring: this.options.mode === 'lease',
       sessionBound: this.options.mode === 'session',

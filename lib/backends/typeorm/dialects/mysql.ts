@@ -1,4 +1,4 @@
-import { driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
+import { answer, driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
 
 /**
  * The server's clock in ms since the epoch. UTC_TIMESTAMP does not depend on the session time zone (so no
@@ -90,6 +90,17 @@ export const mysqlDialect: SqlDialect = {
       `ON DUPLICATE KEY UPDATE ${t.token} = LAST_INSERT_ID(${t.token} + 1)`,
     params: [id, key],
     read: (result) => toBigInt(insertId(result.raw)),
+  }),
+
+  // GET_LOCK names are at most 64 characters: the name is 64 hex digits. Timeout 0: never waits.
+  tryAdvisoryLock: (name) => ({ sql: 'SELECT GET_LOCK(?, 0) AS answer', params: [name], read: answer }),
+
+  advisoryUnlock: (name) => ({ sql: 'SELECT RELEASE_LOCK(?) AS answer', params: [name], read: answer }),
+
+  isAdvisoryLocked: (name) => ({
+    sql: 'SELECT IS_USED_LOCK(?) IS NOT NULL AS answer',
+    params: [name],
+    read: answer,
   }),
 
   // MariaDB answers NOWAIT with 1205 (lock wait timeout), MySQL 8 with 3572 (ER_LOCK_NOWAIT).

@@ -1,4 +1,15 @@
-import { driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
+import { answer, driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
+
+/** The advisory lock key: the name's first 64 bits, as PostgreSQL's signed bigint and as pg_locks shows it. */
+function advisoryKey(name: string): { key: string; classid: string; objid: string } {
+  const high = name.slice(0, 8);
+  const low = name.slice(8, 16);
+  return {
+    key: BigInt.asIntN(64, BigInt(`0x${high}${low}`)).toString(),
+    classid: String(parseInt(high, 16)),
+    objid: String(parseInt(low, 16)),
+  };
+}
 
 /** The server's clock in ms; statement_timestamp() is one value for the whole statement. */
 const NOW = `(floor(extract(epoch from statement_timestamp()) * 1000))::bigint`;
@@ -87,6 +98,31 @@ export const postgresDialect: SqlDialect = {
     params: [id, key],
     read: (result) => toBigInt(result.records[0]?.['token']),
   }),
+
+  tryAdvisoryLock: (name) => ({
+    sql: 'SELECT pg_try_advisory_lock($1::bigint) AS answer',
+    params: [advisoryKey(name).key],
+    read: answer,
+  }),
+
+  advisoryUnlock: (name) => ({
+    sql: 'SELECT pg_advisory_unlock($1::bigint) AS answer',
+    params: [advisoryKey(name).key],
+    read: answer,
+  }),
+
+  // A bigint advisory key shows in pg_locks as classid (high half), objid (low half) and objsubid 1.
+  isAdvisoryLocked: (name) => {
+    const { classid, objid } = advisoryKey(name);
+    return {
+      sql:
+        `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 ` +
+        `AND classid = $1::oid AND objid = $2::oid ` +
+        `AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS answer`,
+      params: [classid, objid],
+      read: answer,
+    };
+  },
 
   // 55P03 lock_not_available: NOWAIT met a row another transaction holds.
   isBusyError: (error) => driverError(error).code === '55P03',

@@ -11,7 +11,7 @@ const rows = (sql: string, params: readonly unknown[]): Statement<boolean> => ({
 });
 
 const noRowLocks = (): never => {
-  throw new Error('SQLite has no row locks: session mode is refused when the backend is constructed');
+  throw new Error('SQLite has no row or advisory locks: session mode is refused when the backend is constructed');
 };
 
 /** SQLite through better-sqlite3: lease mode only. */
@@ -60,5 +60,8 @@ export const sqliteDialect: SqlDialect = {
   isRowFree: noRowLocks,
   rowExists: noRowLocks,
   nextToken: noRowLocks,
+  tryAdvisoryLock: noRowLocks,
+  advisoryUnlock: noRowLocks,
+  isAdvisoryLocked: noRowLocks,
   isBusyError: () => false,
 };
