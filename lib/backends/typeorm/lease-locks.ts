@@ -18,28 +18,39 @@ export class LeaseLocks {
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
     const { table, dialect } = this.sql;
     const id = lockId(request.key);
-    const attempt = await this.sql.run(dialect.acquireLease(table, id, request.key, request.owner, request.ttl));
+    const attempt = await this.sql.run(
+      dialect.acquireLease(table, id, request.key, request.owner, request.ttl),
+      undefined,
+      request.signal,
+    );
     if (attempt.token !== undefined) return { acquired: true, fencingToken: attempt.token };
     // Busy: how long the holder has left caps the caller's polling pause (and feeds HTTP Retry-After).
-    const retryAfterMs = attempt.remainingMs ?? (await this.sql.run(dialect.leaseRemaining(table, id)));
+    const retryAfterMs =
+      attempt.remainingMs ?? (await this.sql.run(dialect.leaseRemaining(table, id), undefined, request.signal));
     return retryAfterMs === undefined ? { acquired: false } : { acquired: false, retryAfterMs };
   }
 
-  release(lease: LeaseRef): Promise<boolean> {
+  release(lease: LeaseRef, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.run(dialect.releaseLease(table, lockId(lease.key), lease.owner, this.notifyChannel));
+    return this.sql.run(
+      dialect.releaseLease(table, lockId(lease.key), lease.owner, this.notifyChannel),
+      undefined,
+      signal,
+    );
   }
 
-  extend(lease: LeaseRef, ttl: number): Promise<boolean> {
+  extend(lease: LeaseRef, ttl: number, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.run(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl));
+    return this.sql.run(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl), undefined, signal);
   }
 
-  isLocked(key: string): Promise<boolean> {
+  isLocked(key: string, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.run(dialect.isLeaseHeld(table, lockId(key)));
+    return this.sql.run(dialect.isLeaseHeld(table, lockId(key)), undefined, signal);
   }
 
   /** Nothing is held on a connection: the rows expire by themselves. */
+  async open(_signal?: AbortSignal): Promise<void> {}
+
   async close(): Promise<void> {}
 }

@@ -1,6 +1,7 @@
-import type { QueryRunner } from 'typeorm';
+import type { DataSource, QueryRunner } from 'typeorm';
 import { lockId, sessionLockId } from './lock-table';
 import type { SqlRunner } from './sql-runner';
+import { TokenConnection } from './token-connection';
 
 /**
  * What a session lock is held by, on the connection that holds it. `free` and `abandon` leave the connection
@@ -15,12 +16,39 @@ export interface SessionHold {
   /** Gives the key up after a failure or a cancelled acquire. */
   abandon(runner: QueryRunner, key: string): Promise<void>;
   /** Held by any session, in any process. */
-  isLocked(key: string): Promise<boolean>;
+  isLocked(key: string, signal?: AbortSignal): Promise<boolean>;
+  /** Raises the key's fencing counter in autocommit, outside whatever holds the lock; the new token. */
+  nextToken(runner: QueryRunner, key: string, signal: AbortSignal): Promise<bigint>;
+  /** Connects what the hold needs besides each lock's own connection (at init). */
+  open(signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
 }
 
-/** A row locked FOR UPDATE NOWAIT by a transaction that stays open while the lock is held. */
+/**
+ * A row locked FOR UPDATE NOWAIT by a transaction that stays open while the lock is held. The holding
+ * connection is inside that transaction, so counters are raised on the backend's TokenConnection.
+ */
 export class RowHold implements SessionHold {
-  constructor(private readonly sql: SqlRunner) {}
+  private readonly tokens: TokenConnection;
+
+  constructor(
+    dataSource: DataSource,
+    private readonly sql: SqlRunner,
+  ) {
+    this.tokens = new TokenConnection(dataSource, sql);
+  }
+
+  nextToken(_runner: QueryRunner, key: string, signal: AbortSignal): Promise<bigint> {
+    return this.tokens.run(this.sql.dialect.nextToken(this.sql.table, lockId(key), key), signal);
+  }
+
+  open(signal: AbortSignal): Promise<void> {
+    return this.tokens.open(signal);
+  }
+
+  close(): Promise<void> {
+    return this.tokens.close();
+  }
 
   /** BEGIN and lock the key's row without waiting; creates the row the first time a key is used. */
   async take(runner: QueryRunner, key: string): Promise<boolean> {
@@ -52,11 +80,11 @@ export class RowHold implements SessionHold {
   }
 
   /** The row exists and cannot be locked without waiting (an autocommit SKIP LOCKED probe). */
-  async isLocked(key: string): Promise<boolean> {
+  async isLocked(key: string, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
     const id = sessionLockId(key);
-    if (await this.sql.run(dialect.isRowFree(table, id))) return false;
-    return this.sql.run(dialect.rowExists(table, id));
+    if (await this.sql.run(dialect.isRowFree(table, id), undefined, signal)) return false;
+    return this.sql.run(dialect.rowExists(table, id), undefined, signal);
   }
 }
 
@@ -76,6 +104,15 @@ export class AdvisoryHold implements SessionHold {
     return this.sql.run(this.sql.dialect.tryAdvisoryLock(this.name(key)), runner);
   }
 
+  /** No transaction is open on the holding connection: the counter is raised right there, in autocommit. */
+  nextToken(runner: QueryRunner, key: string): Promise<bigint> {
+    return this.sql.run(this.sql.dialect.nextToken(this.sql.table, lockId(key), key), runner);
+  }
+
+  async open(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
   async free(runner: QueryRunner, key: string, notify: () => Promise<unknown>): Promise<void> {
     await this.abandon(runner, key);
     await notify();
@@ -87,8 +124,8 @@ export class AdvisoryHold implements SessionHold {
     }
   }
 
-  isLocked(key: string): Promise<boolean> {
-    return this.sql.run(this.sql.dialect.isAdvisoryLocked(this.name(key)));
+  isLocked(key: string, signal?: AbortSignal): Promise<boolean> {
+    return this.sql.run(this.sql.dialect.isAdvisoryLocked(this.name(key)), undefined, signal);
   }
 
   private name(key: string): string {

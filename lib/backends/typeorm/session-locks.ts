@@ -2,7 +2,7 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import type { AcquireOutcome, AcquireRequest, LeaseRef } from '../lock-backend';
 import { lockId } from './lock-table';
 import type { SessionHold } from './session-holds';
-import type { SqlRunner } from './sql-runner';
+import { connectUnlessAborted } from './sql-runner';
 
 /** The events a pg Client and a mysql2 connection emit when their socket dies. */
 interface ConnectionEvents {
@@ -28,34 +28,31 @@ interface Session {
  *
  * Waiting never blocks in the database: NOWAIT (or a try-lock) fails at once and the core retries.
  *
- * Fencing token: the key's counter row is raised in autocommit on another pool connection after the lock
- * is taken. Raised inside the lock's transaction it would be rolled back when a holder dies, and the next
- * holder would get the same token the dead one may have used.
+ * Fencing token: the key's counter row is raised in autocommit after the lock is taken — on the holding
+ * connection for an advisory lock, on the backend's token connection for a row lock (whose connection is
+ * inside the lock's transaction). Raised inside that transaction it would be rolled back when a holder dies,
+ * and the next holder would get the same token the dead one may have used.
  */
 export class SessionLocks {
   private readonly sessions = new Map<string, Session>();
 
   constructor(
     private readonly dataSource: DataSource,
-    private readonly sql: SqlRunner,
     private readonly hold: SessionHold,
     private readonly notifyChannel: string | undefined,
   ) {}
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
     const runner = this.dataSource.createQueryRunner();
-    let connection: ConnectionEvents | undefined;
+    const connection = (await connectUnlessAborted(runner, request.signal)) as ConnectionEvents;
     let taken = false;
     try {
-      connection = (await runner.connect()) as ConnectionEvents;
       if (!(await this.hold.take(runner, request.key))) {
         await runner.release();
         return { acquired: false };
       }
       taken = true;
-      const fencingToken = await this.sql.run(
-        this.sql.dialect.nextToken(this.sql.table, lockId(request.key), request.key),
-      );
+      const fencingToken = await this.hold.nextToken(runner, request.key, request.signal);
       if (request.signal.aborted) {
         // The core stopped waiting for this answer: nobody would release the lock, so give it up now.
         await this.hold.abandon(runner, request.key);
@@ -98,8 +95,13 @@ export class SessionLocks {
     return true;
   }
 
-  isLocked(key: string): Promise<boolean> {
-    return this.hold.isLocked(key);
+  isLocked(key: string, signal?: AbortSignal): Promise<boolean> {
+    return this.hold.isLocked(key, signal);
+  }
+
+  /** Connects what every acquire will need (the token connection of row locks) at bootstrap. */
+  open(signal: AbortSignal): Promise<void> {
+    return this.hold.open(signal);
   }
 
   /** Gives up every lock this backend holds. */
@@ -111,6 +113,7 @@ export class SessionLocks {
         await this.discard(session.runner, session.connection, key);
       }),
     );
+    await this.hold.close();
   }
 
   private async notify(runner: QueryRunner, key: string): Promise<void> {

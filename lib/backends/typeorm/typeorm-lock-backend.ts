@@ -31,7 +31,7 @@ const DIALECTS: Readonly<Record<SqlDatabase, SqlDialect>> = {
 };
 
 /** What both modes offer; the backend adds the connection, errors and waiting around them. */
-type ModeLocks = Pick<LeaseLocks, 'acquire' | 'release' | 'extend' | 'isLocked' | 'close'>;
+type ModeLocks = Pick<LeaseLocks, 'acquire' | 'release' | 'extend' | 'isLocked' | 'open' | 'close'>;
 
 /**
  * Locks as rows of one table, through TypeORM, on PostgreSQL, MySQL/MariaDB or SQLite (better-sqlite3).
@@ -72,8 +72,9 @@ export class TypeOrmLockBackend implements LockBackend {
         ? new LeaseLocks(sql, channel)
         : new SessionLocks(
             this.dataSource,
-            sql,
-            this.options.sessionLock === 'advisory' ? new AdvisoryHold(sql, this.options.tableName) : new RowHold(sql),
+            this.options.sessionLock === 'advisory'
+              ? new AdvisoryHold(sql, this.options.tableName)
+              : new RowHold(this.dataSource, sql),
             channel,
           );
     this.capabilities = {
@@ -96,7 +97,7 @@ export class TypeOrmLockBackend implements LockBackend {
   init(signal: AbortSignal): Promise<void> {
     if (this.closed) return Promise.reject(closedError('start'));
     signal.throwIfAborted();
-    this.initialised ??= this.initialise().catch((error: unknown) => {
+    this.initialised ??= this.initialise(signal).catch((error: unknown) => {
       this.initialised = undefined;
       throw error;
     });
@@ -112,15 +113,15 @@ export class TypeOrmLockBackend implements LockBackend {
   }
 
   release(lease: LeaseRef, call: StoreCall): Promise<boolean> {
-    return this.store('release a lock', call.signal, () => this.locks.release(lease));
+    return this.store('release a lock', call.signal, () => this.locks.release(lease, call.signal));
   }
 
   extend(lease: LeaseRef, ttl: number, call: StoreCall): Promise<boolean> {
-    return this.store('extend a lock', call.signal, () => this.locks.extend(lease, ttl));
+    return this.store('extend a lock', call.signal, () => this.locks.extend(lease, ttl, call.signal));
   }
 
   isLocked(key: string, call: StoreCall): Promise<boolean> {
-    return this.store('read a lock', call.signal, () => this.locks.isLocked(key));
+    return this.store('read a lock', call.signal, () => this.locks.isLocked(key, call.signal));
   }
 
   /**
@@ -138,7 +139,7 @@ export class TypeOrmLockBackend implements LockBackend {
     let unsubscribe: (() => void) | undefined;
     try {
       if (this.listener) unsubscribe = await this.listener.subscribe(lockId(wait.key), wake);
-      const free = await this.locks.isLocked(wait.key).then(
+      const free = await this.locks.isLocked(wait.key, wait.signal).then(
         (locked) => !locked,
         () => false,
       );
@@ -169,7 +170,7 @@ export class TypeOrmLockBackend implements LockBackend {
     if (this.ownsDataSource && this.dataSource.isInitialized) await this.dataSource.destroy();
   }
 
-  private async initialise(): Promise<void> {
+  private async initialise(signal: AbortSignal): Promise<void> {
     if (!this.dataSource.isInitialized) {
       if (!this.ownsDataSource) {
         throw new LockBackendError(
@@ -195,6 +196,7 @@ export class TypeOrmLockBackend implements LockBackend {
     }
     try {
       await this.locks.isLocked('nestjs-distributed-lock:init-check');
+      await this.locks.open(signal);
     } catch (error) {
       throw new LockBackendError(
         BACKEND_KIND,
