@@ -16,7 +16,12 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DataSource, type DataSourceOptions, type Logger } from 'typeorm';
 import { LockService } from '../../../lib';
-import { createLockTable, TypeOrmLockBackend, type TypeOrmLockMode } from '../../../lib/backends/typeorm';
+import {
+  createLockTable,
+  TypeOrmLockBackend,
+  type TypeOrmLockMode,
+  type TypeOrmSessionLock,
+} from '../../../lib/backends/typeorm';
 import { BenchSkip, caseNamed, formatUs, median, percentile, type BenchCase, type Scenario } from '../harness';
 
 const HANDOFF_TARGET_MS = 5;
@@ -68,9 +73,13 @@ export const typeormScenario: Scenario = {
       opened.push({ dataSource, counter });
       return { dataSource, counter };
     };
-    const service = (dataSource: DataSource, mode: TypeOrmLockMode, notify?: boolean): LockService => {
+    const service = (
+      dataSource: DataSource,
+      mode: TypeOrmLockMode,
+      options: { notify?: boolean; sessionLock?: TypeOrmSessionLock } = {},
+    ): LockService => {
       const created = new LockService({
-        backends: { default: new TypeOrmLockBackend({ dataSource, mode, tableName, notify }) },
+        backends: { default: new TypeOrmLockBackend({ dataSource, mode, tableName, ...options }) },
       });
       services.push(created);
       return created;
@@ -93,10 +102,17 @@ export const typeormScenario: Scenario = {
         const { dataSource, counter } = await open(database);
         await createLockTable(dataSource, { tableName });
         cases.push({ name: `SELECT 1, ${database}`, op: () => dataSource.query('SELECT 1') });
-        const modes: TypeOrmLockMode[] = database === 'sqlite' ? ['lease'] : ['lease', 'session'];
-        for (const mode of modes) {
-          const locks = service(dataSource, mode);
-          const key = `cycle:${mode}`;
+        const variants: Array<{ mode: TypeOrmLockMode; label: string; sessionLock?: TypeOrmSessionLock }> = [
+          { mode: 'lease', label: 'lease' },
+        ];
+        if (database !== 'sqlite') {
+          variants.push({ mode: 'session', label: 'session row', sessionLock: 'row' });
+          variants.push({ mode: 'session', label: 'session advisory', sessionLock: 'advisory' });
+        }
+        for (const { mode, label, sessionLock } of variants) {
+          const locks = service(dataSource, mode, sessionLock ? { sessionLock } : {});
+          await locks.isLocked('warm-up');
+          const key = `cycle:${label}`;
           const cycle = async (): Promise<void> => {
             const lock = await locks.acquire(key, { autoExtend: false });
             await lock.release();
@@ -108,10 +124,10 @@ export const typeormScenario: Scenario = {
           for (let i = 0; i < cycles; i++) await cycle();
           const perCycle = (counter.count - before) / cycles;
           statementLines.push({
-            text: `statements per uncontended acquire+release, ${database} ${mode}: ${perCycle.toFixed(2)}${mode === 'lease' ? ' (target 2)' : ''}`,
+            text: `statements per uncontended acquire+release, ${database} ${label}: ${perCycle.toFixed(2)}${mode === 'lease' ? ' (target 2)' : ''}`,
             ...(mode === 'lease' ? { ok: perCycle <= 2 } : {}),
           });
-          cases.push({ name: `acquire+release cycle, ${database} ${mode}`, op: cycle });
+          cases.push({ name: `acquire+release cycle, ${database} ${label}`, op: cycle });
         }
       }
 
@@ -124,7 +140,8 @@ export const typeormScenario: Scenario = {
         const stats = { samples: [] as number[], retakes: 0 };
         handoffs.set(name, stats);
         const apps: LockService[] = [];
-        for (let i = 0; i < CONTENDERS; i++) apps.push(service((await open('postgres')).dataSource, 'lease', notify));
+        for (let i = 0; i < CONTENDERS; i++)
+          apps.push(service((await open('postgres')).dataSource, 'lease', { notify }));
         let lastWorker: number | undefined;
         let lastEnd = 0;
         const work = async (worker: number): Promise<void> => {
