@@ -73,4 +73,38 @@ describe.each(['postgres', 'mariadb'] as const)('a store call waiting for a pool
       await table.drop();
     }
   });
+
+  it('ends a wait for release by its timeout even when no pool connection is free for LISTEN or a look', async () => {
+    const table = await TestTable.create(database, 'waitpool');
+    // Two connections: the token connection and one held lock. LISTEN (PostgreSQL) and the look must wait.
+    const backend = new TypeOrmLockBackend({
+      connection:
+        database === 'postgres'
+          ? { type: 'postgres', url: serverUrl('postgres'), poolSize: 2 }
+          : { type: 'mariadb', url: serverUrl('mariadb'), poolSize: 2 },
+      mode: 'session',
+      tableName: table.name,
+    });
+    const never = new AbortController().signal;
+    const owner = '7'.repeat(32);
+    try {
+      await backend.init(never);
+      const held = await backend.acquire({
+        key: 'a',
+        owner,
+        ttl: 5_000,
+        keepPlace: false,
+        onLost: () => {},
+        signal: never,
+      });
+      expect(held.acquired).toBe(true);
+      const started = Date.now();
+      await backend.waitForRelease({ key: 'a', owner: '8'.repeat(32), timeoutMs: 300, signal: never });
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(await backend.release({ key: 'a', owner }, { signal: never })).toBe(true);
+    } finally {
+      await backend.close();
+      await table.drop();
+    }
+  });
 });

@@ -32,19 +32,22 @@ export class ReleaseListener {
     private readonly channel: string,
   ) {}
 
-  /** Calls `wake` when `id` is released; resolves once LISTEN is in place (or failed). Returns the unsubscribe. */
-  async subscribe(id: string, wake: () => void): Promise<() => void> {
+  /**
+   * Calls `wake` when `id` is released, from now on. `ready` resolves once LISTEN is in place (or failed, or
+   * the backend closed): only a look at the row after that cannot miss a release.
+   */
+  subscribe(id: string, wake: () => void): { ready: Promise<void>; unsubscribe: () => void } {
     let set = this.waiters.get(id);
     if (!set) this.waiters.set(id, (set = new Set()));
     set.add(wake);
     this.cancelIdleRelease();
-    await this.listen();
-    return () => {
+    const unsubscribe = (): void => {
       const waiting = this.waiters.get(id);
       waiting?.delete(wake);
       if (waiting?.size === 0) this.waiters.delete(id);
       if (this.waiters.size === 0) this.scheduleIdleRelease();
     };
+    return { ready: this.listen().then(() => undefined), unsubscribe };
   }
 
   async close(): Promise<void> {

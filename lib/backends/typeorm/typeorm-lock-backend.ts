@@ -136,19 +136,24 @@ export class TypeOrmLockBackend implements LockBackend {
     const timer = setTimeout(wake, wait.timeoutMs);
     timer.unref();
     wait.signal.addEventListener('abort', wake, { once: true });
-    let unsubscribe: (() => void) | undefined;
+    const subscription = this.listener?.subscribe(lockId(wait.key), wake);
+    // Ends the look at the row (e.g. its wait for a pool connection) when the wait ends, however it ends.
+    const done = new AbortController();
     try {
-      if (this.listener) unsubscribe = await this.listener.subscribe(lockId(wait.key), wake);
-      const free = await this.locks.isLocked(wait.key, wait.signal).then(
+      // Neither LISTEN nor the look may outlast the wait: a pool with no free connection must not hang it.
+      const settled = woken.then(() => true);
+      if (subscription && (await Promise.race([subscription.ready.then(() => false), settled]))) return;
+      const free = this.locks.isLocked(wait.key, done.signal).then(
         (locked) => !locked,
         () => false,
       );
-      if (free) wake();
+      if (await Promise.race([free, settled])) wake();
       await woken;
     } finally {
+      done.abort();
       clearTimeout(timer);
       wait.signal.removeEventListener('abort', wake);
-      unsubscribe?.();
+      subscription?.unsubscribe();
     }
   }
 
