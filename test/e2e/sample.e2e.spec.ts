@@ -49,6 +49,9 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve };
 }
 
+// The sample's in-process store: this test watches MemoryLockBackend's grants (the default is SQLite).
+process.env.LOCK_BACKEND = 'memory';
+
 describe('sample app over HTTP', () => {
   const gate = new GatedPayments();
   /** What the store was asked: every key it granted, and the loss callback each grant came with. */

@@ -1,0 +1,111 @@
+import { answer, driverError, remainingMs, type SqlDialect, type Statement, toBigInt } from '../dialect';
+
+/**
+ * The server's clock in ms since the epoch. UTC_TIMESTAMP does not depend on the session time zone (so no
+ * daylight-saving ambiguity) and is one value for the whole statement.
+ */
+const NOW = `(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000)`;
+
+/** mysql2's ResultSetHeader for an INSERT: insertId carries what LAST_INSERT_ID(expr) was last set to. */
+const insertId = (raw: unknown): number => Number((raw as { insertId?: unknown } | undefined)?.insertId ?? 0);
+
+const rows = (sql: string, params: readonly unknown[]): Statement<boolean> => ({
+  sql,
+  params,
+  read: (result) => result.records.length > 0,
+});
+
+/** MySQL and MariaDB. */
+export const mysqlDialect: SqlDialect = {
+  name: 'mysql',
+  rowLocks: true,
+
+  /**
+   * MySQL's upsert has no WHERE: each column becomes IF(free, new, old). Assignments run left to right and
+   * see the values already assigned, so the expiry the condition reads is assigned last. The outcome comes
+   * back in insertId: LAST_INSERT_ID(1) on insert, LAST_INSERT_ID(counter + 1) on takeover, and on a busy
+   * row LAST_INSERT_ID(0) resets what the VALUES row had set, so 0 means busy (whatever CLIENT_FOUND_ROWS).
+   */
+  acquireLease: (t, id, key, owner, ttl) => {
+    const free = `${t.expiresAt} <= ${NOW}`;
+    return {
+      sql:
+        `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
+        `VALUES (?, ?, ?, LAST_INSERT_ID(1), ${NOW}, ${NOW} + ?) ON DUPLICATE KEY UPDATE ` +
+        `${t.token} = IF(${free}, LAST_INSERT_ID(${t.token} + 1), ${t.token} + LAST_INSERT_ID(0)), ` +
+        `${t.owner} = IF(${free}, VALUES(${t.owner}), ${t.owner}), ` +
+        `${t.acquiredAt} = IF(${free}, VALUES(${t.acquiredAt}), ${t.acquiredAt}), ` +
+        `${t.expiresAt} = IF(${free}, VALUES(${t.expiresAt}), ${t.expiresAt})`,
+      params: [id, key, owner, ttl],
+      read: (result) => {
+        const token = insertId(result.raw);
+        return token > 0 ? { token: BigInt(token) } : {};
+      },
+    };
+  },
+
+  leaseRemaining: (t, id) => ({
+    sql: `SELECT ${t.expiresAt} - ${NOW} AS remaining FROM ${t.table} WHERE ${t.id} = ?`,
+    params: [id],
+    read: remainingMs,
+  }),
+
+  releaseLease: (t, id, owner) => ({
+    sql:
+      `UPDATE ${t.table} SET ${t.owner} = NULL, ${t.expiresAt} = ${NOW} ` +
+      `WHERE ${t.id} = ? AND ${t.owner} = ? AND ${t.expiresAt} > ${NOW}`,
+    params: [id, owner],
+    read: (result) => (result.affected ?? 0) > 0,
+  }),
+
+  // Counts as done even if the new expiry equals the old one: mysql2 reports matched rows (CLIENT_FOUND_ROWS).
+  extendLease: (t, id, owner, ttl) => ({
+    sql:
+      `UPDATE ${t.table} SET ${t.expiresAt} = ${NOW} + ? ` +
+      `WHERE ${t.id} = ? AND ${t.owner} = ? AND ${t.expiresAt} > ${NOW}`,
+    params: [ttl, id, owner],
+    read: (result) => (result.affected ?? 0) > 0,
+  }),
+
+  isLeaseHeld: (t, id) => rows(`SELECT 1 FROM ${t.table} WHERE ${t.id} = ? AND ${t.expiresAt} > ${NOW}`, [id]),
+
+  insertLockRow: (t, id, key) => ({
+    sql:
+      `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
+      `VALUES (?, ?, NULL, 0, 0, 0) ON DUPLICATE KEY UPDATE ${t.id} = ${t.id}`,
+    params: [id, key],
+    read: () => undefined,
+  }),
+
+  lockRowNowait: (t, id) => rows(`SELECT 1 FROM ${t.table} WHERE ${t.id} = ? FOR UPDATE NOWAIT`, [id]),
+
+  isRowFree: (t, id) => rows(`SELECT 1 FROM ${t.table} WHERE ${t.id} = ? FOR UPDATE SKIP LOCKED`, [id]),
+
+  rowExists: (t, id) => rows(`SELECT 1 FROM ${t.table} WHERE ${t.id} = ?`, [id]),
+
+  nextToken: (t, id, key) => ({
+    sql:
+      `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
+      `VALUES (?, ?, NULL, LAST_INSERT_ID(1), ${NOW}, 0) ` +
+      `ON DUPLICATE KEY UPDATE ${t.token} = LAST_INSERT_ID(${t.token} + 1)`,
+    params: [id, key],
+    read: (result) => toBigInt(insertId(result.raw)),
+  }),
+
+  // GET_LOCK names are at most 64 characters: the name is 64 hex digits. Timeout 0: never waits.
+  tryAdvisoryLock: (name) => ({ sql: 'SELECT GET_LOCK(?, 0) AS answer', params: [name], read: answer }),
+
+  advisoryUnlock: (name) => ({ sql: 'SELECT RELEASE_LOCK(?) AS answer', params: [name], read: answer }),
+
+  isAdvisoryLocked: (name) => ({
+    sql: 'SELECT IS_USED_LOCK(?) IS NOT NULL AS answer',
+    params: [name],
+    read: answer,
+  }),
+
+  // MariaDB answers NOWAIT with 1205 (lock wait timeout), MySQL 8 with 3572 (ER_LOCK_NOWAIT).
+  isBusyError: (error) => {
+    const errno = driverError(error).errno;
+    return errno === 1205 || errno === 3572;
+  },
+};

@@ -1,0 +1,50 @@
+import { LockBackendError } from '../../core/errors';
+import { messages } from '../../core/messages';
+import { driverError } from './dialect';
+
+export const BACKEND_KIND = 'typeorm';
+
+/** Codes of a connection that failed or broke (network, server going away), as opposed to a failed statement. */
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_CONNECTION_KILLED',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+
+export function isConnectionError(error: unknown): boolean {
+  const code = driverError(error).code;
+  if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) return true;
+  const message = error instanceof Error ? error.message : '';
+  return /Connection terminated|connection is closed|Can't add new command when connection is in closed state/i.test(
+    message,
+  );
+}
+
+/** What the database said, without credentials: passwords in URLs are masked. */
+export function describeCause(error: unknown): string {
+  const inner = driverError(error);
+  const code = typeof inner.code === 'string' ? `${inner.code}: ` : '';
+  const message = error instanceof Error ? error.message : String(error);
+  return `${code}${message}`.replace(/\/\/[^/@\s]*:[^/@\s]*@/g, '//***:***@');
+}
+
+export function backendError(operation: string, error: unknown): LockBackendError {
+  return new LockBackendError(
+    BACKEND_KIND,
+    `${messages.backendFailed(BACKEND_KIND, operation)} The database said: ${describeCause(error)}`,
+    [],
+    { cause: error },
+  );
+}
+
+export function closedError(operation: string): LockBackendError {
+  return new LockBackendError(BACKEND_KIND, `${messages.backendFailed(BACKEND_KIND, operation)} It is closed.`);
+}

@@ -1,0 +1,151 @@
+import { DataSource } from 'typeorm';
+import { LockBackendError, LockConfigurationError } from '../../lib';
+import {
+  CreateDistributedLockTable1764460800000,
+  lockTableMigration,
+  TypeOrmLockBackend,
+  type TypeOrmLockBackendOptions,
+} from '../../lib/backends/typeorm';
+import { connectionOptions, type Database, openDataSource, serverUrl, uniqueTableName } from './sql-fixture';
+
+const signal = new AbortController().signal;
+
+describe('TypeOrmLockBackend options', () => {
+  const sqlite = { type: 'better-sqlite3', database: ':memory:' } as const;
+  const bad: ReadonlyArray<[string, TypeOrmLockBackendOptions, string]> = [
+    ['neither dataSource nor connection', {}, 'dataSource'],
+    ['both', { connection: sqlite, dataSource: new DataSource(sqlite) }, 'dataSource'],
+    ['an unsupported type', { connection: { type: 'sqljs' } }, 'connection'],
+    ['session mode on SQLite', { connection: sqlite, mode: 'session' }, 'mode'],
+    ['an unknown mode', { connection: sqlite, mode: 'row' as never }, 'mode'],
+    ['notify off PostgreSQL', { connection: sqlite, notify: true }, 'notify'],
+    ['a table name with a quote', { connection: sqlite, tableName: 'locks"; --' }, 'tableName'],
+    ['an unknown option', { connection: sqlite, ttl: 5 } as never, 'ttl'],
+    ['sessionLock in lease mode', { connection: sqlite, sessionLock: 'advisory' }, 'sessionLock'],
+    [
+      'an unknown sessionLock',
+      { connection: { type: 'postgres' }, mode: 'session', sessionLock: 'table' as never },
+      'sessionLock',
+    ],
+  ];
+
+  it.each(bad)('refuses %s with LockConfigurationError before connecting', (_label, options, option) => {
+    expect(() => new TypeOrmLockBackend(options)).toThrow(LockConfigurationError);
+    expect(() => new TypeOrmLockBackend(options)).toThrow(expect.objectContaining({ option }));
+  });
+
+  it('says truthfully what each mode can do', () => {
+    expect(new TypeOrmLockBackend({ connection: sqlite }).capabilities).toEqual({
+      expiring: true,
+      sessionBound: false,
+      nativeWait: false,
+      queued: false,
+    });
+    const pg = { type: 'postgres', url: 'postgres://nobody@127.0.0.1:1/none' } as const;
+    expect(new TypeOrmLockBackend({ connection: pg, mode: 'session' }).capabilities).toEqual({
+      expiring: false,
+      sessionBound: true,
+      nativeWait: true,
+      queued: false,
+    });
+    expect(new TypeOrmLockBackend({ connection: pg, notify: false }).capabilities.nativeWait).toBe(false);
+  });
+});
+
+describe.each(['postgres', 'mariadb'] as const)('init at bootstrap (%s)', (database) => {
+  it('fails on a wrong address with LockBackendError, without the password', async () => {
+    const url = new URL(serverUrl(database));
+    url.password = 's3cret-pw';
+    url.port = '1';
+    const type = database === 'postgres' ? 'postgres' : 'mariadb';
+    const backend = new TypeOrmLockBackend({ connection: { type, url: url.toString(), connectTimeout: 2_000 } });
+    const failure = await backend.init(signal).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(LockBackendError);
+    expect((failure as Error).message).toMatch(/could not connect/);
+    expect((failure as Error).message).not.toContain('s3cret-pw');
+    await backend.close();
+  });
+});
+
+describe.each(['postgres', 'mariadb', 'sqlite'] as Database[])('the lock table (%s)', (database) => {
+  let dataSource: DataSource;
+  beforeAll(async () => {
+    dataSource = await openDataSource(database);
+  });
+  afterAll(() => dataSource.destroy());
+
+  it('init fails on a missing table, naming the ways to create it', async () => {
+    const backend = new TypeOrmLockBackend({ dataSource, tableName: uniqueTableName('missing') });
+    await expect(backend.init(signal)).rejects.toThrow(/lockTableMigration|createLockTable|createTable: true/);
+    await backend.close();
+  });
+
+  it('createTable: true creates it at init; the backend then works, and leaves your DataSource open', async () => {
+    const tableName = uniqueTableName('created');
+    const backend = new TypeOrmLockBackend({ dataSource, tableName, createTable: true });
+    try {
+      await backend.init(signal);
+      await backend.init(signal);
+      const call = { signal };
+      const taken = await backend.acquire({
+        key: 'k',
+        owner: 'b'.repeat(32),
+        ttl: 5_000,
+        keepPlace: false,
+        onLost: () => {},
+        ...call,
+      });
+      expect(taken).toMatchObject({ acquired: true, fencingToken: 1n });
+      expect(await backend.release({ key: 'k', owner: 'b'.repeat(32) }, call)).toBe(true);
+      await backend.close();
+      expect(dataSource.isInitialized).toBe(true);
+    } finally {
+      await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
+    }
+  });
+
+  it('the migrations create and drop the table', async () => {
+    const tableName = uniqueTableName('migrated');
+    const Migration = lockTableMigration({ tableName });
+    expect(new Migration().name).toMatch(/\d{13}$/);
+    expect(new CreateDistributedLockTable1764460800000().name).toMatch(/\d{13}$/);
+    const runner = dataSource.createQueryRunner();
+    try {
+      await new Migration().up(runner);
+      expect(await runner.hasTable(tableName)).toBe(true);
+      await new Migration().down(runner);
+      expect(await runner.hasTable(tableName)).toBe(false);
+    } finally {
+      await runner.release();
+    }
+  });
+
+  it('runs on a DataSource the backend owns, and destroys it on close', async () => {
+    const tableName = uniqueTableName('owned');
+    const backend = new TypeOrmLockBackend({ connection: connectionOptions(database), tableName, createTable: true });
+    try {
+      await backend.init(signal);
+      await backend.ping(signal);
+      expect(await backend.isLocked('k', { signal })).toBe(false);
+    } finally {
+      await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
+      await backend.close();
+      await backend.close();
+    }
+    await expect(backend.isLocked('k', { signal })).rejects.toThrow(LockBackendError);
+  });
+
+  it('initialises itself on first use when nobody called init', async () => {
+    const tableName = uniqueTableName('lazy');
+    const backend = new TypeOrmLockBackend({ connection: connectionOptions(database), tableName, createTable: true });
+    try {
+      expect(await backend.isLocked('k', { signal })).toBe(false);
+    } finally {
+      await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
+      await backend.close();
+    }
+  });
+});
