@@ -1,0 +1,101 @@
+import { spawnSync } from 'node:child_process';
+import { createClient, type Client, type Option, type Stat } from 'node-zookeeper-client';
+
+/** Where the standalone test server listens; fails loudly (never skips) when it was not started. */
+export function zookeeperConnect(): string {
+  return requireEnv('ZOOKEEPER_CONNECT');
+}
+
+export function requireEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(
+      `${name} is not set: start the test ZooKeeper servers first — ` +
+        `source test/services/lib.sh && source test/services/zookeeper.sh && start_zookeeper — or run npm test.`,
+    );
+  }
+  return value;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or undefined after `ms` — whichever comes first; the timer never outlives it. */
+export async function within<T>(ms: number, promise: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A connected raw client, to look at and poke znodes from outside the backend. */
+export async function rawClient(connect: string, options: Partial<Option> = {}): Promise<Client> {
+  const client = createClient(connect, { sessionTimeout: 2_000, ...options });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ZooKeeper session at ${connect} within 15 s`)), 15_000);
+    client.once('connected', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    client.connect();
+  });
+  return client;
+}
+
+export function children(client: Client, path: string): Promise<string[]> {
+  return new Promise((resolve, reject) =>
+    client.getChildren(path, (error, names) => {
+      if (error && 'getCode' in error && error.getCode() === -101) resolve([]);
+      else if (error) reject(error);
+      else resolve(names);
+    }),
+  );
+}
+
+export function exists(client: Client, path: string): Promise<Stat | null> {
+  return new Promise((resolve, reject) =>
+    client.exists(path, (error, stat) => (error ? reject(error) : resolve(stat ?? null))),
+  );
+}
+
+/**
+ * Ends `client`'s session the way ZooKeeper's own tests do: a second client joins the same session (id and
+ * password) and closes it. The server deletes the session's ephemeral nodes at once, and the first client is
+ * told EXPIRED when it next reaches the server.
+ */
+export async function expireSession(connect: string, client: Client): Promise<void> {
+  const twin = await rawClient(connect, {
+    sessionTimeout: client.getSessionTimeout(),
+    sessionId: client.getSessionId(),
+    sessionPassword: client.getSessionPassword(),
+  } as Partial<Option>);
+  await new Promise<void>((resolve) => {
+    twin.once('disconnected', () => resolve());
+    twin.close();
+  });
+}
+
+/** One four-letter-word command (srvr, mntr, wchc…) against 127.0.0.1:port; its reply. */
+export function fourLetters(port: number, command: string): string {
+  const script = `exec 3<>/dev/tcp/127.0.0.1/${port} && echo ${command} >&3 && cat <&3`;
+  return spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 5_000 }).stdout;
+}
+
+/** Closes a raw client and waits until its socket is gone (or 3 s), so the test process can exit. */
+export async function closeClient(client: Client): Promise<void> {
+  const state = client.getState().name;
+  if (state !== 'SYNC_CONNECTED' && state !== 'CONNECTED_READ_ONLY') {
+    client.close();
+    return;
+  }
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 3_000);
+    client.once('disconnected', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    client.close();
+  });
+}
