@@ -293,6 +293,14 @@ export class ZooKeeperConnection {
   private async retire(client: Client): Promise<void> {
     this.detachers.get(client)?.();
     if (!this.owned) return;
+    const { State } = this.settings.driver;
+    const state = client.getState();
+    if (state !== State.SYNC_CONNECTED && state !== State.CONNECTED_READ_ONLY) {
+      // Nobody to say goodbye to: stop its reconnect attempts now.
+      client.close();
+      destroySocket(client);
+      return;
+    }
     const done = new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, Math.min(2_000, this.settings.sessionTimeout));
       timer.unref();
