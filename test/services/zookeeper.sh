@@ -53,9 +53,10 @@ zookeeper_launch() {
   cat >"$dir/start.sh" <<EOF
 #!/usr/bin/env bash
 cd "$dir" || exit 1
-java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.log.dir="$dir" \\
+# setsid: its own session, so a test that restarts a member does not tie it to the test process.
+setsid java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.log.dir="$dir" \\
   -cp "/etc/zookeeper/conf:$ZOOKEEPER_JAR" \\
-  org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/server.log" 2>&1 &
+  org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" </dev/null >"$dir/server.log" 2>&1 &
 echo \$! >"$dir/pid"
 EOF
   chmod +x "$dir/start.sh"
