@@ -6,6 +6,8 @@
 #   ZOOKEEPER_CONNECT           127.0.0.1:port of the standalone server (contract suite, most tests)
 #   ZOOKEEPER_ENSEMBLE          host:port,host:port,host:port of the ensemble (failover tests)
 #   ZOOKEEPER_ENSEMBLE_DIR      its state dir: member N has zkN/pid and zkN/start.sh (to restart a killed one)
+#   ZOOKEEPER_CURATOR_CLASSPATH Apache Curator 5 (Debian libcurator-recipes-java) and what it needs, for the
+#                               interoperability test, which compiles test/zookeeper/interop/*.java against it
 #
 # tickTime=500 and minSessionTimeout=1000 allow 1 s sessions, so expiry tests take seconds, not minutes.
 
@@ -22,6 +24,34 @@ ensure_zookeeper_jar() {
   fi
   echo "$ZOOKEEPER_JAR is missing: install the Debian package 'zookeeper' (ZooKeeper 3.8) and run again" >&2
   return 1
+}
+
+# Apache Curator for the interoperability test (Debian libcurator-recipes-java, installed when missing).
+ensure_curator() {
+  [[ -f /usr/share/java/curator-recipes.jar ]] && command -v javac >/dev/null 2>&1 && return 0
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing libcurator-recipes-java and a JDK (for the Curator interoperability test)"
+    if ((APT_UPDATED == 0)); then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcurator-recipes-java \
+      default-jdk-headless >/dev/null
+    [[ -f /usr/share/java/curator-recipes.jar ]] && command -v javac >/dev/null 2>&1 && return 0
+  fi
+  echo "Apache Curator is missing: install the Debian packages 'libcurator-recipes-java' and 'default-jdk-headless'" >&2
+  return 1
+}
+
+# The classpath of Curator's recipes: its own jars (from dpkg -L) and the jars they load.
+curator_classpath() {
+  local jars=() package jar
+  for package in libcurator-recipes-java libcurator-framework-java libcurator-client-java; do
+    while read -r jar; do
+      [[ $jar == /usr/share/java/*.jar && ! $jar =~ -[0-9][0-9.]*\.jar$ ]] && jars+=("$jar")
+    done < <(dpkg -L "$package")
+  done
+  for jar in guava slf4j-api zookeeper zookeeper-jute netty-common netty-buffer netty-handler netty-transport; do
+    [[ -f /usr/share/java/$jar.jar ]] && jars+=("/usr/share/java/$jar.jar")
+  done
+  (IFS=:; echo "${jars[*]}")
 }
 
 # zookeeper_config DIR CLIENT_PORT [server lines...]: writes DIR/zoo.cfg.
@@ -79,6 +109,7 @@ zookeeper_ready() {
 start_zookeeper() {
   ensure_command java default-jre-headless || return 1
   ensure_zookeeper_jar || return 1
+  ensure_curator || return 1
   local base="$SERVICES_DIR/zookeeper"
   stop_zookeeper
   rm -rf "$base"
@@ -107,13 +138,15 @@ start_zookeeper() {
   export ZOOKEEPER_ENSEMBLE
   ZOOKEEPER_ENSEMBLE=$(IFS=,; echo "${connect[*]}")
   export ZOOKEEPER_ENSEMBLE_DIR="$base/ensemble"
+  export ZOOKEEPER_CURATOR_CLASSPATH
+  ZOOKEEPER_CURATOR_CLASSPATH=$(curator_classpath)
 }
 
 stop_zookeeper() {
   local base="$SERVICES_DIR/zookeeper" n
   stop_pidfile "$base/standalone/pid"
   for n in 1 2 3; do stop_pidfile "$base/ensemble/zk$n/pid"; done
-  unset ZOOKEEPER_CONNECT ZOOKEEPER_ENSEMBLE ZOOKEEPER_ENSEMBLE_DIR
+  unset ZOOKEEPER_CONNECT ZOOKEEPER_ENSEMBLE ZOOKEEPER_ENSEMBLE_DIR ZOOKEEPER_CURATOR_CLASSPATH
 }
 
 register_service zookeeper
