@@ -64,18 +64,30 @@ export function exists(client: Client, path: string): Promise<Stat | null> {
 /**
  * Ends `client`'s session the way ZooKeeper's own tests do: a second client joins the same session (id and
  * password) and closes it. The server deletes the session's ephemeral nodes at once, and the first client is
- * told EXPIRED when it next reaches the server.
+ * told EXPIRED when it reconnects. If the first client got its session back before the second one closed it
+ * (they race), the trick is simply repeated. Resolves once `client` has heard EXPIRED.
  */
 export async function expireSession(connect: string, client: Client): Promise<void> {
-  const twin = await rawClient(connect, {
-    sessionTimeout: client.getSessionTimeout(),
-    sessionId: client.getSessionId(),
-    sessionPassword: client.getSessionPassword(),
-  } as Partial<Option>);
-  await new Promise<void>((resolve) => {
-    twin.once('disconnected', () => resolve());
-    twin.close();
-  });
+  const expired = new Promise<void>((resolve) => client.once('expired', () => resolve()));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const twin = await rawClient(connect, {
+      sessionTimeout: client.getSessionTimeout(),
+      sessionId: client.getSessionId(),
+      sessionPassword: client.getSessionPassword(),
+    } as Partial<Option>);
+    await new Promise<void>((resolve) => {
+      twin.once('disconnected', () => resolve());
+      twin.close();
+    });
+    if (
+      (await within(
+        3_000,
+        expired.then(() => true),
+      )) === true
+    )
+      return;
+  }
+  throw new Error('could not expire the ZooKeeper session');
 }
 
 /** One four-letter-word command (srvr, mntr, wchc…) against 127.0.0.1:port; its reply. */
@@ -160,5 +172,19 @@ export class FlakyLink {
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** Retries `check` (which throws while its condition does not hold) until it passes or `ms` run out. */
+export async function eventually(check: () => Promise<void>, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(25);
+    }
   }
 }
