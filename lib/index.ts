@@ -3,9 +3,11 @@ export type {
   AcquireRequest,
   AcquiredOutcome,
   BusyOutcome,
+  ConnectionChange,
   LeaseRef,
   LockBackend,
   LockBackendCapabilities,
+  StoreCall,
   WaitForRelease,
 } from './backends/lock-backend';
 export { MemoryLockBackend, type MemoryLockBackendOptions } from './backends/memory';
@@ -21,6 +23,7 @@ export {
 } from './core/errors';
 export type {
   LockAcquiredEvent,
+  LockConnectionEvent,
   LockEvent,
   LockExtendedEvent,
   LockFailedEvent,
@@ -30,9 +33,17 @@ export type {
 export { MAX_KEY_LENGTH, MAX_KEY_PREFIX_LENGTH } from './core/key';
 export type { Lock } from './core/lock';
 export { LockContext } from './core/lock-context';
-export { LockService, type LockServiceConfig } from './core/lock-service';
+export {
+  DEFAULT_OPERATION_TIMEOUT,
+  DEFAULT_SHUTDOWN_TIMEOUT,
+  LockService,
+  type BackendHealth,
+  type LockServiceConfig,
+} from './core/lock-service';
 export {
   DEFAULT_LOCK_OPTIONS,
+  MAX_DURATION_MS,
+  MIN_TTL_MS,
   type LockCallOptions,
   type LockedContext,
   type LockedOptions,
@@ -40,6 +51,7 @@ export {
   type LostContext,
   type OnLockedPolicy,
   type OnLostPolicy,
+  type OnSuspendedPolicy,
   type RetryOptions,
 } from './core/options';
 export type { LockKey, LockKeyFunction } from './decorators/key-template';

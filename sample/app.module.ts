@@ -20,6 +20,8 @@ import { PaymentGateway } from './orders/payment-gateway';
       defaults: { ttl: 10_000, waitTimeout: 0, onLocked: 'throw' },
       // Keeps this app's keys apart from other apps sharing the same store.
       keyPrefix: 'sample:',
+      // At shutdown, running work gets this long to finish after its lock's signal aborted.
+      shutdownTimeout: 3_000,
     }),
     ScheduleModule.forRoot(),
   ],

@@ -19,11 +19,16 @@ export class LockUnavailableError extends LockError {
     readonly key: string,
     /** How long this call waited before giving up, in ms. */
     readonly waitedMs: number,
-    /** When the store knows it: ms until the holder's lease runs out. Feeds HTTP Retry-After. */
+    /**
+     * When the store knows it: ms until the holder's lease runs out. With auto-extension a holder keeps
+     * renewing it, so this is when the key frees at the latest if the holder dies, not when it will be free.
+     */
     readonly retryAfterMs: number | undefined,
     message: string,
+    /** `cause`: the last store error, when some attempts of the wait failed before the store answered busy. */
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 

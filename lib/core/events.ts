@@ -43,4 +43,15 @@ export interface LockFailedEvent extends LockEventBase {
   readonly error: LockError;
 }
 
-export type LockEvent = LockAcquiredEvent | LockReleasedEvent | LockExtendedEvent | LockLostEvent | LockFailedEvent;
+/**
+ * A backend's link to its store changed (see ConnectionChange). `keys` are the held locks it concerns; each
+ * then follows its onSuspended policy, or is lost.
+ */
+export interface LockConnectionEvent extends LockEventBase {
+  readonly type: 'connection';
+  readonly state: 'suspended' | 'reconnected' | 'lost';
+  readonly reason?: string;
+}
+
+export type LockEvent =
+  LockAcquiredEvent | LockReleasedEvent | LockExtendedEvent | LockLostEvent | LockFailedEvent | LockConnectionEvent;

@@ -6,6 +6,9 @@ export const MAX_KEY_LENGTH = 1024;
 /** Longest keyPrefix accepted; a backend must store keys of MAX_KEY_LENGTH + MAX_KEY_PREFIX_LENGTH. */
 export const MAX_KEY_PREFIX_LENGTH = 128;
 
+/** With the u flag a valid surrogate pair is one code point, so only a lone half matches. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 /** Throws unless `key` is a usable lock key; returns it as stored (prefixed). */
 export function toStoredKey(key: unknown, prefix: string): string {
   if (typeof key !== 'string') throw new LockConfigurationError('key', messages.key.notString(key));
@@ -14,6 +17,7 @@ export function toStoredKey(key: unknown, prefix: string): string {
     throw new LockConfigurationError('key', messages.key.tooLong(key.length, MAX_KEY_LENGTH));
   }
   if (key.includes('\u0000')) throw new LockConfigurationError('key', messages.key.nul());
+  if (LONE_SURROGATE.test(key)) throw new LockConfigurationError('key', messages.key.illFormed());
   return prefix + key;
 }
 
@@ -43,7 +47,12 @@ export function normaliseKeys(keys: string | readonly string[], prefix: string):
 /** Checks the keyPrefix option at bootstrap. */
 export function validateKeyPrefix(prefix: unknown): string {
   if (prefix === undefined) return '';
-  if (typeof prefix !== 'string' || prefix.length > MAX_KEY_PREFIX_LENGTH || prefix.includes('\u0000')) {
+  if (
+    typeof prefix !== 'string' ||
+    prefix.length > MAX_KEY_PREFIX_LENGTH ||
+    prefix.includes('\u0000') ||
+    LONE_SURROGATE.test(prefix)
+  ) {
     throw new LockConfigurationError('keyPrefix', messages.module.keyPrefix(prefix, MAX_KEY_PREFIX_LENGTH));
   }
   return prefix;

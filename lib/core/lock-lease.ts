@@ -1,7 +1,7 @@
-import type { LockBackend } from '../backends/lock-backend';
+import type { LockBackend, StoreCall } from '../backends/lock-backend';
 import { validityMs } from './backoff';
 import type { ClockTimer, LockClock } from './clock';
-import { LockBackendError, LockError, LockLostError } from './errors';
+import { LockBackendError, type LockError, LockLostError } from './errors';
 import type { LockEvent } from './events';
 import type { KeyPair } from './key';
 import { messages } from './messages';
@@ -13,63 +13,103 @@ export interface LeaseHost {
   emit(event: LockEvent): void;
   /** The lease no longer needs releasing at shutdown. */
   forget(lease: LockLease): void;
+  /** Runs one store call bounded by the service's operationTimeout; failures come back as LockError. */
+  callStore<T>(backendName: string, operation: string, start: (call: StoreCall) => Promise<T>): Promise<T>;
+}
+
+/** Everything one grant is made of. */
+export interface LeaseGrant {
+  readonly host: LeaseHost;
+  readonly backendName: string;
+  /** One LockService's view of one store: reentrancy borrows only within it. */
+  readonly storeScope: string;
+  readonly backend: LockBackend;
+  readonly keys: readonly KeyPair[];
+  readonly owner: string;
+  readonly tokens: readonly bigint[];
+  readonly options: ResolvedLockOptions;
+  /** When the acquisition round that won started: validity counts from there, not from the reply. */
+  readonly roundStartedAt: number;
+  /** When the grant arrived. */
+  readonly acquiredAt: number;
+  readonly autoExtend: boolean;
 }
 
 type LeaseState = 'held' | 'lost' | 'released';
 
-const NO_CANCEL = { signal: new AbortController().signal };
-
 /**
  * One grant from one backend: the keys taken together with one owner token, their fencing tokens, and the
  * timers that keep it honest — the validity timer (the lease is lost once its ttl may have run out without
- * an extension) and the watchdog (extends every ttl/3 until release).
+ * an extension, or once a suspended store can no longer vouch for it) and the watchdog (extends every
+ * ttl/3 until release, following the latest ttl).
  */
 export class LockLease {
+  readonly backendName: string;
+  readonly storeScope: string;
+  readonly keys: readonly KeyPair[];
+  readonly owner: string;
+  readonly options: ResolvedLockOptions;
+  readonly acquiredAt: number;
+  readonly autoExtend: boolean;
+  private readonly host: LeaseHost;
+  private readonly backend: LockBackend;
+  private readonly tokens: readonly bigint[];
   /** Made on first use: most locks end without anyone reading their signal, and a signal is costly to make. */
   private controller: AbortController | undefined;
   private state: LeaseState = 'held';
-  private validUntil: number;
+  /** The ttl of the last grant or extension: what the watchdog extends by, every third of it. */
+  private ttl: number;
+  /** How long the store vouches for the lock by its ttl. Infinity for session-bound stores. */
+  private ttlValidUntil: number;
+  /** While the store is suspended: how long it can still vouch for the lock. Infinity otherwise. */
+  private suspendedUntil = Infinity;
   private validityTimer: ClockTimer | undefined;
   private watchdogTimer: ClockTimer | undefined;
   private releasing: Promise<void> | undefined;
   private lostError: LockLostError | undefined;
+  /** Set when shutdown told the work to stop: the signal aborts with it, and nobody may borrow the lease. */
+  private stopReason: LockLostError | undefined;
   /** Callbacks run at the moment of loss (onLost functions, Observable teardown). */
   private readonly lossListeners = new Set<(error: LockLostError) => void>();
 
-  constructor(
-    private readonly host: LeaseHost,
-    readonly backendName: string,
-    private readonly backend: LockBackend,
-    readonly keys: readonly KeyPair[],
-    readonly owner: string,
-    private readonly tokens: readonly bigint[],
-    readonly options: ResolvedLockOptions,
-    /** When the acquisition round that won started: validity counts from there, not from the reply. */
-    roundStartedAt: number,
-    /** When the grant arrived. */
-    readonly acquiredAt: number,
-    readonly autoExtend: boolean,
-  ) {
-    this.validUntil = this.expiring ? roundStartedAt + Math.max(0, validityMs(options.ttl)) : Infinity;
-    this.armValidityTimer(acquiredAt);
-    if (autoExtend) this.armWatchdog();
+  constructor(grant: LeaseGrant) {
+    this.host = grant.host;
+    this.backendName = grant.backendName;
+    this.storeScope = grant.storeScope;
+    this.backend = grant.backend;
+    this.keys = grant.keys;
+    this.owner = grant.owner;
+    this.tokens = grant.tokens;
+    this.options = grant.options;
+    this.acquiredAt = grant.acquiredAt;
+    this.autoExtend = grant.autoExtend;
+    this.ttl = grant.options.ttl;
+    this.ttlValidUntil = this.expiring ? grant.roundStartedAt + validityMs(this.ttl) : Infinity;
+    this.armValidityTimer();
+    if (this.autoExtend) this.armWatchdog();
   }
 
   get signal(): AbortSignal {
     if (!this.controller) {
       this.controller = new AbortController();
-      if (this.lostError) this.controller.abort(this.lostError);
+      const reason = this.lostError ?? this.stopReason;
+      if (reason) this.controller.abort(reason);
     }
     return this.controller.signal;
   }
 
   get expiresAt(): number {
-    return this.validUntil;
+    return Math.min(this.ttlValidUntil, this.suspendedUntil);
   }
 
   /** Judged by the clock, not only by the validity timer, which a busy event loop can run late. */
   get isHeld(): boolean {
-    return this.state === 'held' && this.host.clock.now() < this.validUntil;
+    return this.state === 'held' && this.host.clock.now() < this.expiresAt;
+  }
+
+  /** Whether reentrant work may share this lease: held, and nobody is letting it go. */
+  get isBorrowable(): boolean {
+    return this.isHeld && this.releasing === undefined && this.stopReason === undefined;
   }
 
   get lossError(): LockLostError | undefined {
@@ -99,25 +139,52 @@ export class LockLease {
   async extend(ttl: number, automatic: boolean): Promise<void> {
     this.assertExtendable();
     const startedAt = this.host.clock.now();
-    let stillOurs: boolean;
-    try {
-      stillOurs = (
-        await Promise.all(
-          this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, ttl, NO_CANCEL)),
-        )
-      ).every(Boolean);
-    } catch (error) {
-      const wrapped = this.backendError('extend', error);
-      this.emitFailed('extend', wrapped);
-      throw wrapped;
-    }
+    const answers = await this.settleAll(
+      'extend',
+      this.keys.map((k) =>
+        this.host.callStore(this.backendName, 'extend a lock', (call) =>
+          this.backend.extend({ key: k.stored, owner: this.owner }, ttl, call),
+        ),
+      ),
+    );
     this.assertExtendable();
-    if (!stillOurs) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
+    if (!answers.every(Boolean)) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
+    // The watchdog extends by the ttl it read when it started, so only an explicit extension sets a new one.
+    if (!automatic) this.ttl = ttl;
     if (this.expiring) {
-      this.validUntil = startedAt + Math.max(0, validityMs(ttl));
-      this.armValidityTimer(this.host.clock.now());
+      this.ttlValidUntil = startedAt + validityMs(ttl);
+      this.armValidityTimer();
     }
+    // An explicit extension changes the cadence: the next automatic one comes a third of the new ttl later.
+    if (!automatic && this.autoExtend && this.state === 'held') this.armWatchdog();
     this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+  }
+
+  /** Shutdown: tell the work to stop (the signal aborts) and let nobody borrow the lease any more. */
+  stopForShutdown(): void {
+    if (this.state !== 'held' || this.stopReason) return;
+    this.stopReason = new LockLostError(this.keys[0]!.key, messages.shuttingDown(this.keys[0]!.key));
+    this.controller?.abort(this.stopReason);
+  }
+
+  /** The store cannot be reached: keep the lease only as long as the store can vouch for it, if at all. */
+  suspend(reason: string, validForMs: number | undefined): void {
+    if (this.state !== 'held') return;
+    const cannotVouch = validForMs === undefined && !this.expiring;
+    if (this.options.onSuspended === 'abort' || cannotVouch) {
+      this.lose(messages.lostSuspended(this.keys[0]!.key, reason));
+      return;
+    }
+    if (validForMs === undefined) return; // the ttl bounds it already
+    this.suspendedUntil = Math.min(this.suspendedUntil, this.host.clock.now() + Math.max(0, validForMs));
+    this.armValidityTimer();
+  }
+
+  /** The store answers again and vouches for the locks it held. */
+  resume(): void {
+    if (this.state !== 'held' || this.suspendedUntil === Infinity) return;
+    this.suspendedUntil = Infinity;
+    this.armValidityTimer();
   }
 
   private assertExtendable(): void {
@@ -179,7 +246,11 @@ export class LockLease {
     if (this.expiring) {
       const stillOurs = await this.settleAll(
         'release',
-        this.keys.map((k) => this.backend.extend({ key: k.stored, owner: this.owner }, keepFor, NO_CANCEL)),
+        this.keys.map((k) =>
+          this.host.callStore(this.backendName, 'release a lock', (call) =>
+            this.backend.extend({ key: k.stored, owner: this.owner }, keepFor, call),
+          ),
+        ),
       );
       if (stillOurs.some((ours) => !ours)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
       return;
@@ -192,65 +263,69 @@ export class LockLease {
   private async deleteInStore(wasHeld: boolean): Promise<void> {
     const results = await this.settleAll(
       'release',
-      [...this.keys].reverse().map((k) => this.backend.release({ key: k.stored, owner: this.owner }, NO_CANCEL)),
+      [...this.keys]
+        .reverse()
+        .map((k) =>
+          this.host.callStore(this.backendName, 'release a lock', (call) =>
+            this.backend.release({ key: k.stored, owner: this.owner }, call),
+          ),
+        ),
     );
     if (wasHeld && results.some((held) => !held)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
   }
 
   /** Waits for every store call, so one failing key does not leave the others held; then reports failures. */
-  private async settleAll(operation: 'release', calls: Promise<boolean>[]): Promise<boolean[]> {
+  private async settleAll(operation: 'release' | 'extend', calls: Promise<boolean>[]): Promise<boolean[]> {
     const settled = await Promise.allSettled(calls);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) {
-      const error = this.backendError(operation, failure.reason);
-      this.emitFailed(operation, error);
+      const error = failure.reason as LockError;
+      this.host.emit({ type: 'failed', ...this.eventBase(this.host.clock.now()), operation, waitedMs: 0, error });
       throw error;
     }
     return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);
   }
 
-  private armValidityTimer(now: number): void {
+  private armValidityTimer(): void {
     if (this.validityTimer) this.host.clock.clearTimeout(this.validityTimer);
-    if (!Number.isFinite(this.validUntil)) return;
+    this.validityTimer = undefined;
+    const until = this.expiresAt;
+    if (!Number.isFinite(until)) return;
+    const suspended = this.suspendedUntil <= this.ttlValidUntil;
     this.validityTimer = this.host.clock.setTimeout(
-      () =>
-        this.lose(
-          this.autoExtend ? messages.lostExtendFailed(this.keys[0]!.key) : messages.lostExpired(this.keys[0]!.key),
-        ),
-      this.validUntil - now,
+      () => {
+        const key = this.keys[0]!.key;
+        if (suspended) this.lose(messages.lostSuspended(key, 'it did not come back in time'));
+        else this.lose(this.autoExtend ? messages.lostExtendFailed(key) : messages.lostExpired(key));
+      },
+      Math.max(0, until - this.host.clock.now()),
     );
   }
 
   private armWatchdog(): void {
+    if (this.watchdogTimer) this.host.clock.clearTimeout(this.watchdogTimer);
+    this.watchdogTimer = undefined;
     if (!this.expiring) return;
-    const interval = Math.max(1, Math.floor(this.options.ttl / 3));
-    this.watchdogTimer = this.host.clock.setTimeout(() => {
-      this.watchdogTimer = undefined;
-      this.extend(this.options.ttl, true).then(
-        () => this.state === 'held' && this.armWatchdog(),
-        (error: unknown) => {
-          // A store error is retried at the next tick until the validity timer gives up; a refusal is final.
-          if (this.state === 'held' && error instanceof LockBackendError) this.armWatchdog();
-        },
-      );
-    }, interval);
+    const ttl = this.ttl;
+    this.watchdogTimer = this.host.clock.setTimeout(
+      () => {
+        this.watchdogTimer = undefined;
+        this.extend(ttl, true).then(
+          () => this.state === 'held' && !this.releasing && !this.watchdogTimer && this.armWatchdog(),
+          (error: unknown) => {
+            // A store error is retried at the next tick until the validity timer gives up; a refusal is final.
+            if (this.state === 'held' && !this.watchdogTimer && error instanceof LockBackendError) this.armWatchdog();
+          },
+        );
+      },
+      Math.max(1, Math.floor(ttl / 3)),
+    );
   }
 
   private stopTimers(): void {
     if (this.validityTimer) this.host.clock.clearTimeout(this.validityTimer);
     if (this.watchdogTimer) this.host.clock.clearTimeout(this.watchdogTimer);
     this.validityTimer = this.watchdogTimer = undefined;
-  }
-
-  private backendError(operation: string, error: unknown): LockError {
-    if (error instanceof LockError) return error;
-    return new LockBackendError(this.backendName, messages.backendFailed(this.backendName, operation), [], {
-      cause: error,
-    });
-  }
-
-  private emitFailed(operation: 'release' | 'extend', error: LockError): void {
-    this.host.emit({ type: 'failed', ...this.eventBase(this.host.clock.now()), operation, waitedMs: 0, error });
   }
 
   private eventBase(at: number): { keys: readonly string[]; backend: string; at: number } {

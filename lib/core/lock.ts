@@ -58,7 +58,7 @@ export class LockHandle implements Lock {
 
   get signal(): AbortSignal {
     if (this.leases.length === 1) return this.leases[0]!.signal;
-    this.combinedSignal ??= AbortSignal.any(this.leases.map((l) => l.signal));
+    this.combinedSignal ??= firstAbortOf(this.leases.map((l) => l.signal));
     return this.combinedSignal;
   }
 
@@ -110,4 +110,23 @@ export class LockHandle implements Lock {
     this.released ??= this.owned ? this.owned.release() : Promise.resolve();
     return this.released;
   }
+}
+
+/**
+ * Aborts with the first of `signals` to abort. Not AbortSignal.any: on Node 20 every signal it makes stays
+ * referenced from its sources until they are collected, a leak when a source lives long.
+ */
+function firstAbortOf(signals: readonly AbortSignal[]): AbortSignal {
+  const controller = new AbortController();
+  const aborted = signals.find((s) => s.aborted);
+  if (aborted) {
+    controller.abort(aborted.reason);
+    return controller.signal;
+  }
+  const onAbort = (event: Event): void => {
+    controller.abort((event.target as AbortSignal).reason);
+    for (const signal of signals) signal.removeEventListener('abort', onAbort);
+  };
+  for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
+  return controller.signal;
 }

@@ -6,12 +6,24 @@
 const quote = (key: string): string => JSON.stringify(key.length > 200 ? `${key.slice(0, 200)}…` : key);
 
 export const messages = {
-  unavailable: (key: string, waitedMs: number) =>
-    waitedMs > 0
-      ? `Lock ${quote(key)} is held by another owner and was not released within the ${waitedMs} ms waitTimeout. ` +
+  unavailable: (key: string, waitTimeout: number, promised: boolean) =>
+    `Lock ${quote(key)} ${promised ? 'is promised to an owner waiting ahead in line' : 'is held by another owner'}` +
+    (waitTimeout > 0
+      ? ` and was not free within the ${waitTimeout} ms waitTimeout. ` +
         `Raise waitTimeout, or use onLocked: 'skip' if another instance doing the work is fine.`
-      : `Lock ${quote(key)} is held by another owner (waitTimeout is 0, so it was tried once). ` +
-        `Set waitTimeout to wait for it, or onLocked: 'skip' to skip the call.`,
+      : ` (waitTimeout is 0, so it was tried once). Set waitTimeout to wait for it, or onLocked: 'skip' to skip the call.`),
+  lostShutdownTimeout: (key: string, shutdownTimeout: number) =>
+    `Lock ${quote(key)} was given up at shutdown: its work was still running ${shutdownTimeout} ms after the ` +
+    `lock's signal told it to stop (shutdownTimeout). Stop long work when lock.signal aborts, or raise shutdownTimeout.`,
+  shuttingDown: (key: string) =>
+    `Lock ${quote(key)} is about to be released: the application is shutting down. Stop the work under it; ` +
+    `the lock is kept until the work ends or shutdownTimeout runs out.`,
+  lostSuspended: (key: string, reason: string) =>
+    `Lock ${quote(key)} was lost: its store became unreachable (${reason}) and onSuspended is 'abort', or the ` +
+    `store could not vouch for the lock any longer.`,
+  lostConnection: (key: string, reason: string) => `Lock ${quote(key)} was lost: ${reason}`,
+  lostReleasedByCaller: (key: string) =>
+    `Lock ${quote(key)} was given up by LockService.releaseAll(): work still running under it is no longer exclusive.`,
   lostExpired: (key: string) =>
     `Lock ${quote(key)} was lost: its ttl ran out without an extension. Raise ttl, or leave autoExtend on.`,
   lostExtendRejected: (key: string) =>
@@ -32,19 +44,31 @@ export const messages = {
     `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said; ` +
     `the lock was not taken (or is left to expire by its ttl).`,
   serviceClosed: () => `The lock service has shut down (the application is closing); no new locks are taken.`,
+  storeTimeout: (backend: string, operation: string, timeoutMs: number) =>
+    `Lock backend "${backend}" did not answer within ${timeoutMs} ms when asked to ${operation} (operationTimeout). ` +
+    `Check the store's health, or raise operationTimeout for a slow store.`,
+  initFailed: (backend: string) =>
+    `Lock backend "${backend}" could not start: see cause. Check its address, credentials and schema; the ` +
+    `application does not start without its lock stores.`,
+  factoryFailed: (backend: string) =>
+    `The factory of lock backend "${backend}" failed or did not return a lock backend: see cause.`,
 
   option: {
     notObject: (where: string) => `${where} must be an object.`,
     unknown: (where: string, name: string, known: readonly string[]) =>
       `${where} has no option "${name}". Known options: ${known.join(', ')}.`,
-    positiveInteger: (name: string, value: unknown) =>
-      `Option "${name}" must be a positive whole number of milliseconds, got ${describe(value)}.`,
-    nonNegativeInteger: (name: string, value: unknown) =>
-      `Option "${name}" must be a whole number of milliseconds ≥ 0, got ${describe(value)}.`,
+    duration: (name: string, value: unknown, min: number, max: number) =>
+      `Option "${name}" must be a whole number of milliseconds from ${min} to ${max} (≈ 24.8 days, the longest ` +
+      `timer Node runs), got ${describe(value)}.` +
+      (name === 'ttl' && typeof value === 'number' && value > 0 && value < min
+        ? ` A shorter ttl leaves nothing after the clock-drift margin (1 % + 2 ms): the lock would be born lost.`
+        : ''),
     fraction: (name: string, value: unknown) =>
       `Option "${name}" must be a number from 0 to 1, got ${describe(value)}.`,
     factor: (name: string, value: unknown) => `Option "${name}" must be a number ≥ 1, got ${describe(value)}.`,
     boolean: (name: string, value: unknown) => `Option "${name}" must be true or false, got ${describe(value)}.`,
+    choice: (name: string, allowed: readonly string[], value: unknown) =>
+      `Option "${name}" must be ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${describe(value)}.`,
     oneOf: (name: string, allowed: readonly string[], value: unknown) =>
       `Option "${name}" must be ${allowed.map((a) => `'${a}'`).join(' or ')} or a function, got ${describe(value)}.`,
     minHoldOverTtl: (minHold: number, ttl: number) =>
@@ -65,6 +89,9 @@ export const messages = {
       `A lock key (keyPrefix not counted) may have at most ${max} characters, got ${length}. ` +
       `Use a shorter key, e.g. an id or a hash of the long part.`,
     nul: () => `A lock key must not contain the NUL character (\\u0000): several stores cannot keep it.`,
+    illFormed: () =>
+      `A lock key must be well-formed UTF-16: it has a lone surrogate, which stores encoding keys as UTF-8 would ` +
+      `turn into U+FFFD, so two different keys would collide. Build keys from whole characters.`,
     noKeys: () => `At least one lock key is needed, got an empty list.`,
     notHeld: (key: string, held: readonly string[]) =>
       `This lock does not hold ${quote(key)}; it holds ${held.map(quote).join(', ')}.`,
@@ -100,14 +127,24 @@ export const messages = {
       `Pass a value there, or use a key function that handles it.`,
     keyFunctionResult: (where: string, value: unknown) =>
       `@Locked() on ${where}: the key function returned ${describe(value)}; it must return a non-empty string ` +
-      `or array of strings.`,
+      `or a non-empty array of non-empty strings.`,
+    badKeyAt: (where: string, reason: string) => `@Locked() on ${where}: ${reason}`,
+    badOptions: (where: string, reason: string) => `${where}: ${reason}`,
+    stacked: (where: string) =>
+      `@Locked() is applied twice to ${where}. Use one @Locked() with an array of keys, e.g. ` +
+      `@Locked(['a:{0}', 'b:{1}']): the keys are then taken together, in a fixed order, all or none.`,
+    scopedInTwoApps: (where: string) =>
+      `@Locked() on ${where}: the provider is request-scoped or transient and its class is already in another ` +
+      `running app in this process. Its instances made after bootstrap cannot tell which app's lock store to ` +
+      `use. Close the other app first, make the provider a singleton, or inject LockService and call using().`,
     notBound: (where: string) =>
       `@Locked() on ${where} was called on an instance that no DistributedLockModule has initialised: it was ` +
       `created with "new", or the app has not finished bootstrap. Get it from the Nest container (or a testing ` +
       `module importing DistributedLockModule) so the method runs under its lock.`,
     undeclaredObservable: (where: string) =>
       `@Locked() on ${where}: the method returned an Observable but does not declare Observable as its return type, ` +
-      `so the lock could not be held until it completes. Declare the return type, e.g. ": Observable<Order>".`,
+      `so this call got a Promise and nothing ran. Later calls return a locked Observable; declare the return ` +
+      `type, e.g. ": Observable<Order>", so the first call does too.`,
   },
 } as const;
 

@@ -2,6 +2,17 @@ import { LockConfigurationError, LockLostError, LockUnavailableError } from './e
 import type { Lock } from './lock';
 import { messages } from './messages';
 
+/**
+ * The longest duration any option accepts, in ms (about 24.8 days): Node runs a timer of 2^31 ms or more
+ * after 1 ms instead, so a longer ttl, wait or retry delay would misbehave rather than wait.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+/**
+ * The shortest ttl: a lock is trusted for ttl − 1 % − 2 ms (the clock-drift margin), which must leave at
+ * least 1 ms, or the lock would be handed out already lost.
+ */
+export const MIN_TTL_MS = 3;
+
 export interface RetryOptions {
   /** First pause between attempts, in ms. Default 50. */
   readonly delay?: number;
@@ -35,6 +46,7 @@ export type OnLockedPolicy<R = unknown> = 'throw' | 'skip' | ((context: LockedCo
  * - a function: it is called at the moment of loss; the result is then returned as with 'ignore'.
  */
 export type OnLostPolicy = 'abort' | 'ignore' | ((context: LostContext) => void);
+export type OnSuspendedPolicy = 'wait' | 'abort';
 
 export interface LockOptions {
   /** How long the lock lives without an extension, in ms. Default 30 000. */
@@ -48,6 +60,12 @@ export interface LockOptions {
   readonly minHold?: number;
   /** Default 'abort'. */
   readonly onLost?: OnLostPolicy;
+  /**
+   * What a held lock does while its store is unreachable (ConnectionChange 'suspended'): 'wait' keeps it as
+   * long as the store can still vouch for it (its ttl, or what is left of a ZooKeeper session) and resumes on
+   * reconnection; 'abort' counts it lost at once, as Curator's default does. Default 'wait'.
+   */
+  readonly onSuspended?: OnSuspendedPolicy;
   /** Which registered backend holds the lock. Default 'default'. */
   readonly backend?: string;
   /** A holder taking the same key again in the same async call chain gets it at once. Default true. */
@@ -81,6 +99,7 @@ export interface ResolvedLockOptions {
   readonly autoExtend: boolean | undefined;
   readonly minHold: number;
   readonly onLost: OnLostPolicy;
+  readonly onSuspended: OnSuspendedPolicy;
   readonly onLocked: OnLockedPolicy;
   readonly backend: string;
   readonly reentrant: boolean;
@@ -93,6 +112,7 @@ export const DEFAULT_LOCK_OPTIONS = {
   retry: { delay: 50, maxDelay: 1_000, factor: 2, jitter: 0.5 },
   minHold: 0,
   onLost: 'abort',
+  onSuspended: 'wait',
   onLocked: 'throw',
   backend: 'default',
   reentrant: true,
@@ -106,6 +126,7 @@ const OPTION_NAMES = [
   'autoExtend',
   'minHold',
   'onLost',
+  'onSuspended',
   'onLocked',
   'backend',
   'reentrant',
@@ -127,12 +148,14 @@ export function resolveLockOptions(
   const o = options as LockedOptions & LockCallOptions;
   const retry = o.retry === undefined ? base.retry : resolveRetry(base.retry, o.retry, where);
   const resolved: ResolvedLockOptions = {
-    ttl: o.ttl === undefined ? base.ttl : positiveInteger('ttl', o.ttl),
-    waitTimeout: o.waitTimeout === undefined ? base.waitTimeout : nonNegativeInteger('waitTimeout', o.waitTimeout),
+    ttl: o.ttl === undefined ? base.ttl : positiveTtl(o.ttl),
+    waitTimeout: o.waitTimeout === undefined ? base.waitTimeout : duration('waitTimeout', o.waitTimeout, 0),
     retry,
     autoExtend: o.autoExtend === undefined ? base.autoExtend : boolean('autoExtend', o.autoExtend),
-    minHold: o.minHold === undefined ? base.minHold : nonNegativeInteger('minHold', o.minHold),
+    minHold: o.minHold === undefined ? base.minHold : duration('minHold', o.minHold, 0),
     onLost: o.onLost === undefined ? base.onLost : policy('onLost', o.onLost, ['abort', 'ignore']),
+    onSuspended:
+      o.onSuspended === undefined ? base.onSuspended : choice('onSuspended', o.onSuspended, ['wait', 'abort']),
     onLocked: o.onLocked === undefined ? base.onLocked : policy('onLocked', o.onLocked, ['throw', 'skip']),
     backend: o.backend === undefined ? base.backend : backendName(o.backend),
     reentrant: o.reentrant === undefined ? base.reentrant : boolean('reentrant', o.reentrant),
@@ -154,8 +177,8 @@ export function resolveDefaults(defaults: LockedOptions | undefined): ResolvedLo
 function resolveRetry(base: ResolvedRetry, retry: RetryOptions, where: string): ResolvedRetry {
   checkShape(retry, 'retry', `${where}: retry`, RETRY_NAMES);
   const resolved = {
-    delay: retry.delay === undefined ? base.delay : positiveInteger('retry.delay', retry.delay),
-    maxDelay: retry.maxDelay === undefined ? base.maxDelay : positiveInteger('retry.maxDelay', retry.maxDelay),
+    delay: retry.delay === undefined ? base.delay : duration('retry.delay', retry.delay, 1),
+    maxDelay: retry.maxDelay === undefined ? base.maxDelay : duration('retry.maxDelay', retry.maxDelay, 1),
     factor: retry.factor === undefined ? base.factor : factor('retry.factor', retry.factor),
     jitter: retry.jitter === undefined ? base.jitter : fraction('retry.jitter', retry.jitter),
   };
@@ -177,21 +200,15 @@ function checkShape(value: unknown, option: string, where: string, known: readon
   }
 }
 
-/** Validates a ttl passed outside an options object, e.g. to lock.extend(ttl). */
+/** Validates a ttl, also one passed outside an options object, e.g. to lock.extend(ttl). */
 export function positiveTtl(value: unknown): number {
-  return positiveInteger('ttl', value);
+  return duration('ttl', value, MIN_TTL_MS);
 }
 
-function positiveInteger(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new LockConfigurationError(name, messages.option.positiveInteger(name, value));
-  }
-  return value;
-}
-
-function nonNegativeInteger(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new LockConfigurationError(name, messages.option.nonNegativeInteger(name, value));
+/** A whole number of ms from `min` to MAX_DURATION_MS. */
+export function duration(name: string, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > MAX_DURATION_MS) {
+    throw new LockConfigurationError(name, messages.option.duration(name, value, min, MAX_DURATION_MS));
   }
   return value;
 }
@@ -213,6 +230,11 @@ function factor(name: string, value: unknown): number {
 function boolean(name: string, value: unknown): boolean {
   if (typeof value !== 'boolean') throw new LockConfigurationError(name, messages.option.boolean(name, value));
   return value;
+}
+
+function choice<P extends string>(name: string, value: unknown, allowed: readonly P[]): P {
+  if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as P;
+  throw new LockConfigurationError(name, messages.option.choice(name, allowed, value));
 }
 
 function policy<P>(name: string, value: unknown, allowed: readonly string[]): P {

@@ -47,8 +47,8 @@ type PartBuilder = ((args: readonly unknown[]) => string[]) & { constant?: strin
 function fromFunction(fn: LockKeyFunction, where: string): PartBuilder {
   return (args) => {
     const result: unknown = (fn as (...a: readonly unknown[]) => unknown)(...args);
-    if (typeof result === 'string') return [result];
-    if (Array.isArray(result) && result.length > 0 && result.every((k) => typeof k === 'string'))
+    if (typeof result === 'string' && result.length > 0) return [result];
+    if (Array.isArray(result) && result.length > 0 && result.every((k) => typeof k === 'string' && k.length > 0))
       return result as string[];
     throw new LockConfigurationError('key', messages.decorator.keyFunctionResult(where, result));
   };

@@ -24,6 +24,9 @@ export function Locked(key: LockKey, options?: LockedOptions): MethodDecorator {
     const original: unknown = descriptor?.value;
     if (typeof original !== 'function') throw new LockConfigurationError(where, messages.decorator.notAMethod(where));
     if (typeof target === 'function') throw new LockConfigurationError(where, messages.decorator.staticMethod(where));
+    if (Reflect.hasOwnMetadata(LOCKED_METHOD, original)) {
+      throw new LockConfigurationError(where, messages.decorator.stacked(where));
+    }
     const parameterTypes = Reflect.getMetadata('design:paramtypes', target, propertyKey) as unknown[] | undefined;
     const parameterCount = Math.max(parameterTypes?.length ?? 0, original.length);
     const returnType: unknown = Reflect.getMetadata('design:returntype', target, propertyKey);

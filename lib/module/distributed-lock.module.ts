@@ -18,8 +18,13 @@ import { LockedExplorer } from './locked-explorer';
   providers: [
     {
       provide: LockService,
-      // Building the service validates every option, so configuration errors stop the bootstrap.
-      useFactory: (options: DistributedLockModuleOptions) => new LockService(options),
+      // Building the service validates every option, and init connects and checks every store, so a bad
+      // option, a wrong address or a missing table stops the bootstrap instead of failing the first request.
+      useFactory: async (options: DistributedLockModuleOptions) => {
+        const service = new LockService(options);
+        await service.init();
+        return service;
+      },
       inject: [DISTRIBUTED_LOCK_MODULE_OPTIONS],
     },
     LockedExplorer,
@@ -35,6 +40,11 @@ export class DistributedLockModule extends ConfigurableDistributedLockModule imp
     this.logging = locks.events$.subscribe((event) => {
       if (event.type === 'lost') this.logger.warn(event.error.message);
       if (event.type === 'failed' && event.operation !== 'acquire') this.logger.error(event.error.message);
+      if (event.type === 'connection') {
+        const message = `Lock backend "${event.backend}" ${event.state}${event.reason ? `: ${event.reason}` : ''}`;
+        if (event.state === 'reconnected') this.logger.log(message);
+        else this.logger.warn(message);
+      }
     });
   }
 

@@ -239,6 +239,65 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
       for (let i = 1; i < sorted.length; i++) expect(sorted[i]![0]).toBeGreaterThan(sorted[i - 1]![1]);
     }, 120_000);
 
+    it('starts idempotently (init at every bootstrap) and reports its health', async () => {
+      const locks = service();
+      await locks.init();
+      await locks.init();
+      const signal = new AbortController().signal;
+      await harness.backend.init?.(signal);
+      await harness.backend.init?.(signal);
+      expect(await locks.health()).toEqual([{ backend: 'default', kind: harness.backend.kind, up: true }]);
+      const lock = await locks.acquire('k');
+      await lock.release();
+    });
+
+    it('leaves nothing behind when a wait is cancelled: no hold, no place in line', async () => {
+      const prefix = `contract:${randomUUID()}:`;
+      const holder = await service(harness.backend, prefix).acquire('k', { ttl: harness.ttl * 100 });
+      const controller = new AbortController();
+      const waiting = service(harness.backend, prefix)
+        .acquire('k', { waitTimeout: harness.ttl * 100, signal: controller.signal })
+        .catch((e: unknown) => e);
+      await harness.elapse(Math.max(1, Math.floor(harness.ttl / 10)));
+      controller.abort(new Error('caller gave up'));
+      expect(await waiting).toEqual(new Error('caller gave up'));
+      await holder.release();
+      await harness.elapse(1);
+      const other = service(harness.backend, prefix);
+      expect(await other.isLocked('k')).toBe(false);
+      const next = await other.tryAcquire('k');
+      expect(next).not.toBeNull();
+      await next!.release();
+    });
+
+    it('a multi-key acquisition gives back what it took and keeps no place on a key it is not waiting for', async () => {
+      const prefix = `contract:${randomUUID()}:`;
+      const [s1, p, q, r] = [1, 2, 3, 4].map(() => service(harness.backend, prefix));
+      const holdsB = await p!.acquire('b', { ttl: harness.ttl * 100 });
+      const pause = Math.max(2, Math.floor(harness.ttl / 20));
+      const waiting = s1!.acquire(['a', 'b'], {
+        ttl: harness.ttl * 100,
+        waitTimeout: harness.ttl * 200,
+        retry: { delay: pause, maxDelay: pause, jitter: 0 },
+      });
+      await harness.elapse(pause * 2);
+      // No holding while waiting: `a` was given back.
+      const holdsA = await q!.tryAcquire('a', { ttl: harness.ttl * 100 });
+      expect(holdsA).not.toBeNull();
+      await holdsB.release();
+      for (let i = 0; i < 4; i++) await harness.elapse(pause);
+      // s1 now waits for `a`; a place it kept on `b` must not have turned into a hold.
+      const b = await r!.tryAcquire('b');
+      expect(b).not.toBeNull();
+      await b!.release();
+      await holdsA!.release();
+      const both = await waiting;
+      expect([...both.keys]).toEqual(['a', 'b']);
+      await both.release();
+      expect(await r!.isLocked('a')).toBe(false);
+      expect(await r!.isLocked('b')).toBe(false);
+    });
+
     describe.each(EDGE_KEYS)('a key with %s', (_label, key) => {
       it('locks, excludes and releases it without touching other keys', async () => {
         const locks = service();

@@ -112,7 +112,7 @@ describe('bootstrap fails on configuration that can never work', () => {
 
   it.each([
     ['an unknown backend', { backend: 'redis' }, /No lock backend is named "redis"/],
-    ['a bad ttl', { ttl: -1 }, /"ttl" must be a positive whole number/],
+    ['a bad ttl', { ttl: -1 }, /@Locked\(\) on [A-Za-z]+\.[a-z]+: Option "ttl" must be a whole number of milliseconds/],
     ['a misspelt option', { waitTimout: 5 } as LockedOptions, /no option "waitTimout"/],
   ])('@Locked with %s', async (_label, options, rule) => {
     await expect(bootstrap(options)).rejects.toThrow(rule);
@@ -164,6 +164,8 @@ describe('DistributedLockModule', () => {
     const made: MemoryLockBackend[] = [];
     const lockModule = DistributedLockModule.forRoot({
       backends: { default: shared, own: () => (made[made.length] = new MemoryLockBackend()) },
+      // Locks nobody releases are given up at once at shutdown, instead of after a grace period.
+      shutdownTimeout: 0,
     });
     for (let run = 0; run < 2; run++) {
       const app = await (await Test.createTestingModule({ imports: [lockModule] }).compile()).init();
@@ -262,6 +264,80 @@ describe('DistributedLockModule', () => {
     await expect(appA.get(Shared).run()).rejects.toMatchObject({ code: 'LOCK_UNAVAILABLE' });
     await holder.release();
     await Promise.all([appA.close(), appB.close()]);
+  });
+
+  it('binds transient instances per app: two apps in one process never share a store', async () => {
+    @Injectable({ scope: Scope.TRANSIENT })
+    class PerUse {
+      @Locked('transient')
+      async run(): Promise<string> {
+        return 'ran';
+      }
+    }
+    @Injectable()
+    class Consumer {
+      constructor(@Inject(PerUse) readonly perUse: PerUse) {}
+    }
+    const start = async (backend: MemoryLockBackend) =>
+      (
+        await Test.createTestingModule({
+          imports: [DistributedLockModule.forRoot({ backends: { default: backend } })],
+          providers: [PerUse, Consumer],
+        }).compile()
+      ).init();
+    const [a, b] = [new MemoryLockBackend(), new MemoryLockBackend()];
+    const appA = await start(a);
+    const appB = await start(b).catch((e: unknown) => e);
+    // The class is transient in a running app already: instances made later could not tell their app apart.
+    expect(appB).toMatchObject({ code: 'LOCK_CONFIGURATION' });
+    expect((appB as Error).message).toMatch(/PerUse\.run.*another running app/);
+    const holderB = await new LockService({ backends: { default: b } }).acquire('transient');
+    // App A's instance runs on A's store, whatever else was bootstrapped in the process.
+    await expect(appA.get(Consumer).perUse.run()).resolves.toBe('ran');
+    await holderB.release();
+    await appA.close();
+    // Once A is gone, another app may have the class.
+    const appC = await start(b);
+    await expect(appC.get(Consumer).perUse.run()).resolves.toBe('ran');
+    await appC.close();
+  });
+
+  it('binds a provider made after an early @Locked call (from an async factory) at bootstrap', async () => {
+    @Injectable()
+    class Warm {
+      // Made once the lock module exists, as a provider that uses locks is.
+      constructor(readonly locks: LockService) {}
+      @Locked('warm')
+      async run(): Promise<string> {
+        return 'warm';
+      }
+    }
+    @Injectable()
+    class Later {
+      constructor(@Inject('WARMED') readonly warmed: string) {}
+      @Locked('later')
+      async run(): Promise<string> {
+        return `later after ${this.warmed}`;
+      }
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() } })],
+      providers: [Warm, { provide: 'WARMED', useFactory: (warm: Warm) => warm.run(), inject: [Warm] }, Later],
+    }).compile();
+    const app = await moduleRef.init();
+    await expect(app.get(Later).run()).resolves.toBe('later after warm');
+    await app.close();
+  });
+
+  it('refuses two @Locked decorators on one method when the class is defined', () => {
+    expect(() => {
+      class Twice {
+        @Locked('a')
+        @Locked('b')
+        async run(): Promise<void> {}
+      }
+      return Twice;
+    }).toThrow(/applied twice to Twice\.run.*array of keys/);
   });
 });
 

@@ -2,6 +2,7 @@ import { Injectable, type INestApplicationContext } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { firstValueFrom, Observable, Subject, toArray } from 'rxjs';
 import {
+  DEFAULT_SHUTDOWN_TIMEOUT,
   DistributedLockModule,
   Locked,
   LockConfigurationError,
@@ -118,7 +119,10 @@ describe('@Locked on a provider', () => {
   });
   afterEach(async () => {
     orders.gate.current.resolve();
-    await app.close();
+    // Locks a test left held are kept for the shutdown grace period: let it pass on the manual clock.
+    const closing = app.close();
+    await clock.advance(DEFAULT_SHUTDOWN_TIMEOUT);
+    await closing;
   });
 
   it('holds the key while the method runs and releases it after', async () => {
@@ -243,24 +247,59 @@ describe('@Locked on a provider', () => {
       expect(await memory.isLocked('app:stream:b')).toBe(false);
     });
 
-    it('an Observable from a method that does not declare it is refused with a clear error', async () => {
-      await expect(orders.undeclared('x', new Subject<number>()) as unknown as Promise<unknown>).rejects.toThrow(
-        /Declare the return type.*Observable/,
-      );
-      expect(await memory.isLocked('app:stream:x')).toBe(false);
+    it('an undeclared Observable fails its first call catchably, never unhandled, then is held as a stream', async () => {
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown): number => unhandled.push(reason);
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        // A caller that believes the type calls .subscribe() on what it got, and keeps no handler on the Promise.
+        const first = orders.undeclared('x', new Subject<number>()) as unknown;
+        expect(() => (first as Observable<number>).subscribe()).toThrow(TypeError);
+        await settle(clock);
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(unhandled).toEqual([]);
+        await expect(first as Promise<unknown>).rejects.toThrow(/declare the return type.*Observable/);
+        expect(await memory.isLocked('app:stream:x')).toBe(false);
+
+        const source = new Subject<number>();
+        const seen: number[] = [];
+        const subscription = (orders.undeclared('y', source) as Observable<number>).subscribe((v) => seen.push(v));
+        await settle(clock);
+        source.next(1);
+        expect(seen).toEqual([1]);
+        expect(await memory.isLocked('app:stream:y')).toBe(true);
+        subscription.unsubscribe();
+        await settle(clock);
+        expect(await memory.isLocked('app:stream:y')).toBe(false);
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
     });
   });
 
-  it('releases what the app still holds when it shuts down', async () => {
+  it('at shutdown, keeps a lock while its work runs (signal aborted), and gives up only what outlives the grace period', async () => {
     const manual = await locks.acquire('manual', { ttl: 60_000 });
     const paying = orders.pay('9');
     await settle(clock);
-    await app.close();
-    expect(manual.isHeld).toBe(false);
+    const lostKeys: string[] = [];
+    locks.events$.subscribe((e) => e.type === 'lost' && lostKeys.push(...e.keys));
+    const closing = app.close();
+    await clock.advance(1_000);
+    // Another instance must not get the key while the payment still runs: that would be two holders.
+    expect(await memory.isLocked('app:order:9')).toBe(true);
+    expect(manual.signal.aborted).toBe(true);
+    expect(manual.isHeld).toBe(true);
     orders.gate.current.resolve();
-    await paying.catch(() => undefined);
-    expect(await memory.isLocked('app:manual')).toBe(false);
+    expect(await paying).toBe('paid 9');
+    await settle(clock);
     expect(await memory.isLocked('app:order:9')).toBe(false);
+    // Nobody released the manual lock: after shutdownTimeout it is reported lost, then released.
+    expect(await memory.isLocked('app:manual')).toBe(true);
+    await clock.advance(DEFAULT_SHUTDOWN_TIMEOUT);
+    await closing;
+    expect(lostKeys).toEqual(['manual']);
+    expect(manual.isHeld).toBe(false);
+    expect(await memory.isLocked('app:manual')).toBe(false);
   });
 });
 

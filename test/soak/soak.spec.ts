@@ -42,7 +42,14 @@ describe(`soak with chaos (${SECONDS}s, store failure rate ${FAILURE_RATE})`, ()
           ? Promise.reject(new Error(`chaos: ${operation} failed`))
           : undefined;
       const apps = Array.from({ length: APPS }, () => new LockService({ backends: { default: store } }));
-      const counts: Record<LockEvent['type'], number> = { acquired: 0, released: 0, extended: 0, lost: 0, failed: 0 };
+      const counts: Record<LockEvent['type'], number> = {
+        acquired: 0,
+        released: 0,
+        extended: 0,
+        lost: 0,
+        failed: 0,
+        connection: 0,
+      };
       for (const app of apps) app.events$.subscribe((event) => counts[event.type]++);
 
       const resource = new GuardedResource();

@@ -47,15 +47,24 @@ describe('bad input', () => {
   });
 
   it.each([
-    ['ttl', 0, /positive whole number/],
-    ['ttl', -5, /positive whole number/],
-    ['ttl', Number.NaN, /positive whole number/],
-    ['ttl', Number.POSITIVE_INFINITY, /positive whole number/],
-    ['ttl', 1.5, /positive whole number/],
-    ['ttl', '1000', /positive whole number/],
-    ['waitTimeout', -1, /≥ 0/],
-    ['waitTimeout', Number.NaN, /≥ 0/],
-    ['minHold', -1, /≥ 0/],
+    ['ttl', 0, /whole number of milliseconds from 3 to 2147483647/],
+    ['ttl', -5, /from 3 to/],
+    ['ttl', Number.NaN, /from 3 to/],
+    ['ttl', Number.POSITIVE_INFINITY, /from 3 to/],
+    ['ttl', 1.5, /from 3 to/],
+    ['ttl', '1000', /from 3 to/],
+    // Too short to survive the drift margin: the lock would be handed out already lost.
+    ['ttl', 1, /born lost/],
+    ['ttl', 2, /born lost/],
+    // Node runs timers of 2^31 ms or more after 1 ms: such durations would misbehave, not wait.
+    ['ttl', 2 ** 31, /from 3 to 2147483647/],
+    ['ttl', Number.MAX_SAFE_INTEGER, /from 3 to 2147483647/],
+    ['waitTimeout', -1, /from 0 to/],
+    ['waitTimeout', Number.NaN, /from 0 to/],
+    ['waitTimeout', 2 ** 31, /from 0 to 2147483647/],
+    ['minHold', -1, /from 0 to/],
+    ['minHold', 3e9, /from 0 to 2147483647/],
+    ['onSuspended', 'ignore', /'wait' or 'abort'/],
     ['autoExtend', 'yes', /true or false/],
     ['reentrant', 1, /true or false/],
     ['onLost', 'explode', /'abort' or 'ignore'/],
@@ -67,8 +76,10 @@ describe('bad input', () => {
   });
 
   it.each([
-    ['retry.delay', { delay: 0 }, /positive whole number/],
-    ['retry.maxDelay', { maxDelay: -1 }, /positive whole number/],
+    ['retry.delay', { delay: 0 }, /from 1 to/],
+    ['retry.maxDelay', { maxDelay: -1 }, /from 1 to/],
+    ['retry.delay', { delay: 3e9, maxDelay: 3e9 }, /from 1 to 2147483647/],
+    ['retry.maxDelay', { maxDelay: 2 ** 31 }, /from 1 to 2147483647/],
     ['retry.factor', { factor: 0.5 }, /≥ 1/],
     ['retry.jitter', { jitter: 1.5 }, /from 0 to 1/],
     ['retry.maxDelay', { delay: 500, maxDelay: 100 }, /must be ≥ "retry.delay"/],
@@ -99,9 +110,11 @@ describe('bad input', () => {
     await expect(locks.isLocked('k', { backend: 'redis' })).rejects.toBeInstanceOf(LockConfigurationError);
   });
 
-  it('refuses a non-positive ttl in lock.extend()', async () => {
+  it('refuses a non-positive, too short or too long ttl in lock.extend()', async () => {
     const lock = await locks.acquire('x');
     await expect(lock.extend(0)).rejects.toMatchObject({ option: 'ttl' });
+    await expect(lock.extend(2)).rejects.toThrow(/born lost/);
+    await expect(lock.extend(2 ** 31)).rejects.toMatchObject({ option: 'ttl' });
     expect(lock.isHeld).toBe(true);
     await lock.release();
   });
@@ -142,12 +155,23 @@ describe('bad input', () => {
       const factory = () => (made[made.length] = new MemoryLockBackend());
       expect(() => new LockService({ backends: { default: factory }, defaults: { ttl: -1 } })).toThrow(/ttl/);
       expect(made).toHaveLength(0);
-      expect(() => new LockService({ backends: { default: factory, broken: () => ({}) as never } })).toThrow(
-        /backends.broken is not a lock backend/,
-      );
+      // Factories run at init (bootstrap), after every option was checked.
+      const service = new LockService({ backends: { default: factory, broken: () => ({}) as never } });
+      expect(made).toHaveLength(0);
+      await expect(service.init()).rejects.toThrow(/backends.broken is not a lock backend/);
       expect(made).toHaveLength(1);
-      await Promise.resolve();
-      await expect(made[0]!.isLocked('k')).rejects.toThrow(/closed/);
+      await expect(made[0]!.isLocked('k', { signal: new AbortController().signal })).rejects.toThrow(/closed/);
+    });
+
+    it.each([
+      ['shutdownTimeout', -1],
+      ['shutdownTimeout', 2 ** 31],
+      ['operationTimeout', 0],
+      ['operationTimeout', Number.NaN],
+    ])('refuses %s = %p', (option, value) => {
+      expect(() => new LockService({ backends: { default: backend }, [option]: value })).toThrow(
+        new RegExp(`"${option}" must be a whole number of milliseconds`),
+      );
     });
 
     it('accepts a default backend named through defaults.backend', () => {

@@ -1,4 +1,6 @@
+import { observeLocked } from '../../lib/decorators/observe-locked';
 import {
+  DEFAULT_SHUTDOWN_TIMEOUT,
   LockBackendError,
   LockContext,
   LockLostError,
@@ -258,16 +260,24 @@ describe('using()', () => {
   });
 
   describe('shutdown', () => {
-    it('close() releases every held lock, stops waiters and refuses new locks', async () => {
+    it('close() stops waiters, tells holders to stop, then releases what is still held and refuses new locks', async () => {
       const { locks, clock, memory } = memoryFixture();
       const held = await locks.acquire('a');
-      await locks.acquire('b', { ttl: 60_000, autoExtend: true });
+      const extended = await locks.acquire('b', { ttl: 60_000, autoExtend: true });
       const other = locks.acquire('a', { waitTimeout: 60_000 }).catch((e: unknown) => e);
       await clock.advance(100);
       const closing = locks.close();
       expect(await other).toBeInstanceOf(LockBackendError);
+      // Nobody released them: they stay held (and extended) through the grace period, their signals aborted.
+      expect(held.signal.aborted).toBe(true);
+      expect(held.isHeld).toBe(true);
+      await clock.advance(DEFAULT_SHUTDOWN_TIMEOUT - 1);
+      expect(await memory.isLocked('b')).toBe(true);
+      expect(extended.isHeld).toBe(true);
+      await clock.advance(1);
       await closing;
       expect(held.isHeld).toBe(false);
+      expect(held.signal.reason).toMatchObject({ code: 'LOCK_LOST' });
       await expect(locks.acquire('c')).rejects.toThrow(/shut down/);
       expect(await memory.isLocked('a')).toBe(false);
       expect(await memory.isLocked('b')).toBe(false);
@@ -282,8 +292,10 @@ describe('using()', () => {
         backends: { default: passedIn, owned: () => (made = new MemoryLockBackend({ clock })) },
         clock,
       });
-      await locks.acquire('k', { backend: 'owned' });
-      await locks.close();
+      const lock = await locks.acquire('k', { backend: 'owned' });
+      const closing = locks.close();
+      await lock.release();
+      await closing;
       expect(await passedIn.isLocked('k')).toBe(false);
       await expect(made.isLocked('k')).rejects.toThrow(/closed/);
     });
@@ -311,7 +323,7 @@ describe('observeLocked (the Observable form behind @Locked)', () => {
       return backend.inner.acquire(request);
     };
     const options = locks.resolveOptions(undefined, 'test');
-    const subscription = locks.observeLocked(locks.normaliseKeys('k'), () => of(1), options, []).subscribe();
+    const subscription = observeLocked(locks, locks.normaliseKeys('k'), () => of(1), options, []).subscribe();
     await settle(clock);
     subscription.unsubscribe();
     granting.resolve();

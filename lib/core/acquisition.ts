@@ -1,0 +1,320 @@
+import type { AcquireOutcome, AcquireRequest, BusyOutcome, LockBackend } from '../backends/lock-backend';
+import { backoffDelay } from './backoff';
+import type { LockClock } from './clock';
+import { LockBackendError, LockError, LockUnavailableError } from './errors';
+import type { LockEvent } from './events';
+import type { KeyPair } from './key';
+import { type LeaseHost, LockLease } from './lock-lease';
+import { messages } from './messages';
+import type { ResolvedLockOptions } from './options';
+import { newOwnerToken } from './owner-token';
+import { boundedCall, CallControl } from './store-call';
+
+/** What an acquisition needs from its service and store. */
+export interface AcquisitionContext {
+  readonly backendName: string;
+  readonly storeScope: string;
+  readonly backend: LockBackend;
+  readonly clock: LockClock;
+  readonly operationTimeout: number;
+  readonly host: LeaseHost;
+  emit(event: LockEvent): void;
+  /** A fresh lease is now held; the service releases it at shutdown if nobody else does. */
+  track(lease: LockLease): void;
+  /** Shutdown began: a grant arriving now is given straight back. */
+  readonly closed: boolean;
+}
+
+type RoundResult = { readonly tokens: bigint[] } | { readonly busy: KeyPair; readonly outcome: BusyOutcome };
+
+/** One acquire attempt: the request the backend sees is also the call's cancellation. */
+class AcquireCall extends CallControl implements AcquireRequest {
+  constructor(
+    readonly key: string,
+    readonly owner: string,
+    readonly ttl: number,
+    readonly keepPlace: boolean,
+    readonly onLost: (reason: string) => void,
+  ) {
+    super();
+  }
+}
+
+/** A never-firing, process-holding timer: a pending acquisition keeps a plain Node script alive. */
+const KEEP_ALIVE_MS = 2 ** 31 - 1;
+
+/**
+ * One call's way to a lock: rounds of one attempt per key in sorted order. A busy key ends the round: the keys
+ * taken so far are given back (all or none, no holding while waiting) and the round is tried again once the
+ * busy key may be free, until waitTimeout. A store error during a wait with time left is retried with backoff.
+ * Places in line a queueing store kept are withdrawn for every key but the one waited on, and for all of them
+ * however the wait ends without the lock. Cancellable at any point (caller signal, shutdown).
+ */
+export class Acquisition {
+  private readonly owner = newOwnerToken();
+  private readonly startedAt: number;
+  private readonly deadline: number;
+  private readonly lossRelay = new LossRelay();
+  private readonly queued = new Map<string, KeyPair>();
+  private cancelReason: unknown;
+  private cancelled = false;
+  private current: CallControl | undefined;
+  private wake: (() => void) | undefined;
+  private keepAlive: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly context: AcquisitionContext,
+    private readonly keys: readonly KeyPair[],
+    private readonly options: ResolvedLockOptions,
+    private readonly autoExtend: boolean,
+  ) {
+    this.startedAt = context.clock.now();
+    this.deadline = this.startedAt + options.waitTimeout;
+  }
+
+  /** Stops the acquisition: the pending store call or wait ends at once and `run` rejects with `reason`. */
+  cancel(reason: unknown): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.cancelReason = reason;
+    this.current?.abort(reason);
+    this.wake?.();
+  }
+
+  async run(): Promise<LockLease> {
+    let busy: { key: KeyPair; outcome: BusyOutcome } | undefined;
+    let lastError: LockError | undefined;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        this.throwIfCancelled();
+        const roundStartedAt = this.context.clock.now();
+        let round: RoundResult | undefined;
+        try {
+          round = await this.attemptRound();
+        } catch (error) {
+          this.throwIfCancelled();
+          if (!(error instanceof LockBackendError)) throw error;
+          lastError = error;
+        }
+        if (round && 'tokens' in round) return await this.newLease(round.tokens, roundStartedAt);
+        if (round) {
+          busy = { key: round.busy, outcome: round.outcome };
+          lastError = undefined;
+          await this.withdrawPlacesBut(round.busy, round.outcome);
+        }
+        const remaining = this.deadline - this.context.clock.now();
+        if (remaining <= 0) throw this.fail(busy, lastError);
+        const pause = Math.min(remaining, backoffDelay(this.options.retry, attempt), hint(round));
+        if (round) await this.waitForRelease(round.busy, pause);
+        else await this.sleep(pause);
+      }
+    } finally {
+      if (this.keepAlive) clearInterval(this.keepAlive);
+      if (this.queued.size > 0) await this.giveBack([...this.queued.values()]);
+    }
+  }
+
+  private throwIfCancelled(): void {
+    if (this.cancelled) throw this.cancelReason;
+  }
+
+  private async attemptRound(): Promise<RoundResult> {
+    const tokens: bigint[] = [];
+    const keepPlace = this.options.waitTimeout > 0;
+    for (let i = 0; i < this.keys.length; i++) {
+      const key = this.keys[i]!;
+      let outcome: AcquireOutcome;
+      try {
+        outcome = await this.acquireOnce(key, keepPlace);
+      } catch (error) {
+        await this.giveBack(this.keys.slice(0, i));
+        throw error;
+      }
+      if (!outcome.acquired) {
+        await this.giveBack(this.keys.slice(0, i));
+        return { busy: key, outcome };
+      }
+      tokens.push(outcome.fencingToken);
+    }
+    return { tokens };
+  }
+
+  private acquireOnce(key: KeyPair, keepPlace: boolean): Promise<AcquireOutcome> {
+    const { backend, backendName, clock, operationTimeout } = this.context;
+    const call = new AcquireCall(key.stored, this.owner, this.options.ttl, keepPlace, this.lossRelay.report);
+    this.current = call;
+    if (this.cancelled) call.abort(this.cancelReason);
+    return boundedCall<AcquireOutcome>(
+      {
+        backend: backendName,
+        operation: 'acquire a lock',
+        clock,
+        timeoutMs: operationTimeout,
+        control: call,
+        // Nobody waits for this answer any more: a grant (or a place in line) would stay in the store.
+        onLateAnswer: (outcome) => {
+          if (outcome.acquired || outcome.queued) void this.giveBack([key]);
+        },
+      },
+      () => backend.acquire(call),
+    ).finally(() => {
+      if (this.current === call) this.current = undefined;
+    });
+  }
+
+  /**
+   * A multi-key acquisition waits for one key at a time: a place it kept on another key would turn into a
+   * hold when it reaches the head of that line (a queueing store does not let it lapse), so it goes.
+   */
+  private async withdrawPlacesBut(busy: KeyPair, outcome: BusyOutcome): Promise<void> {
+    const stale = [...this.queued.values()].filter((k) => k.stored !== busy.stored);
+    for (const key of stale) this.queued.delete(key.stored);
+    if (outcome.queued) this.queued.set(busy.stored, busy);
+    if (stale.length > 0) await this.giveBack(stale);
+  }
+
+  private async waitForRelease(key: KeyPair, timeoutMs: number): Promise<void> {
+    const controller = new AbortController();
+    this.wake = () => controller.abort(this.cancelReason);
+    this.holdProcess();
+    try {
+      await boundedCall<void>(
+        {
+          backend: this.context.backendName,
+          operation: 'wait for a lock',
+          clock: this.context.clock,
+          // The backend resolves by timeoutMs itself; the bound only catches one that never does.
+          timeoutMs: timeoutMs + this.context.operationTimeout,
+          control: new CallControl(),
+        },
+        () =>
+          this.context.backend.waitForRelease({
+            key: key.stored,
+            owner: this.owner,
+            timeoutMs,
+            signal: controller.signal,
+          }),
+      );
+    } catch (error) {
+      // A wait that failed is no reason to give up: the next attempt asks the store again.
+      if (!(error instanceof LockBackendError)) throw error;
+    } finally {
+      this.wake = undefined;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    this.holdProcess();
+    return new Promise<void>((resolve) => {
+      const timer = this.context.clock.setTimeout(done, ms);
+      function done(): void {
+        resolve();
+      }
+      this.wake = () => {
+        this.context.clock.clearTimeout(timer);
+        done();
+      };
+    }).finally(() => (this.wake = undefined));
+  }
+
+  /** Lock clock timers do not hold the process; while a caller waits for a lock, something must. */
+  private holdProcess(): void {
+    this.keepAlive ??= setInterval(() => undefined, KEEP_ALIVE_MS);
+  }
+
+  /** Wraps a grant in a lease, announces it, and hands it back at once if shutdown began meanwhile. */
+  private async newLease(tokens: bigint[], roundStartedAt: number): Promise<LockLease> {
+    this.queued.clear();
+    const { backendName, host } = this.context;
+    const now = this.context.clock.now();
+    const lease = new LockLease({
+      host,
+      backendName,
+      storeScope: this.context.storeScope,
+      backend: this.context.backend,
+      keys: this.keys,
+      owner: this.owner,
+      tokens,
+      options: this.options,
+      roundStartedAt,
+      acquiredAt: now,
+      autoExtend: this.autoExtend,
+    });
+    this.context.track(lease);
+    this.context.emit({
+      type: 'acquired',
+      keys: this.keys.map((k) => k.key),
+      backend: backendName,
+      at: now,
+      fencingTokens: tokens,
+      waitedMs: now - this.startedAt,
+    });
+    this.lossRelay.attach(lease);
+    if (this.cancelled || this.context.closed) {
+      await lease.release().catch(() => undefined);
+      throw this.cancelReason ?? new LockBackendError(backendName, messages.serviceClosed());
+    }
+    return lease;
+  }
+
+  /** Gives back keys or places taken in a round that could not complete. Best effort: ttl is the backstop. */
+  private async giveBack(keys: readonly KeyPair[]): Promise<void> {
+    const { backend, backendName } = this.context;
+    await Promise.allSettled(
+      keys.map((k) =>
+        this.context.host.callStore(backendName, 'release a lock', (call) =>
+          backend.release({ key: k.stored, owner: this.owner }, call),
+        ),
+      ),
+    );
+  }
+
+  /** The wait is over without the lock: busy if the store ever said so, else the store's own failure. */
+  private fail(busy: { key: KeyPair; outcome: BusyOutcome } | undefined, lastError: LockError | undefined): LockError {
+    const now = this.context.clock.now();
+    const waitedMs = now - this.startedAt;
+    const error = busy
+      ? new LockUnavailableError(
+          busy.key.key,
+          waitedMs,
+          busy.outcome.retryAfterMs,
+          messages.unavailable(busy.key.key, this.options.waitTimeout, busy.outcome.promised === true),
+          lastError ? { cause: lastError } : undefined,
+        )
+      : lastError!;
+    this.context.emit({
+      type: 'failed',
+      keys: this.keys.map((k) => k.key),
+      backend: this.context.backendName,
+      at: now,
+      operation: 'acquire',
+      waitedMs,
+      error,
+    });
+    return error;
+  }
+}
+
+function hint(round: RoundResult | undefined): number {
+  const retryAfterMs = round && 'outcome' in round ? round.outcome.retryAfterMs : undefined;
+  return retryAfterMs === undefined ? Infinity : Math.max(1, retryAfterMs);
+}
+
+/**
+ * Passes a loss the backend reports (session expired, connection dropped) to the lease — also when the report
+ * arrives while the grant is still on its way, before the lease exists.
+ */
+class LossRelay {
+  private lease: LockLease | undefined;
+  private early: string | undefined;
+
+  readonly report = (reason: string): void => {
+    if (this.lease) this.lease.lose(messages.lostByBackend(this.lease.keys[0]!.key, reason));
+    else this.early ??= reason;
+  };
+
+  attach(lease: LockLease): void {
+    this.lease = lease;
+    if (this.early !== undefined) lease.lose(messages.lostByBackend(lease.keys[0]!.key, this.early));
+  }
+}
