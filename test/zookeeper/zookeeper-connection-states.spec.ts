@@ -64,6 +64,21 @@ describe('ZooKeeper connection states: suspended, reconnected, lost', () => {
     await lock.release();
   });
 
+  it("loses a lock with onSuspended: 'abort' as soon as the store is suspended (Curator's default)", async () => {
+    const lock = await locks.acquire('k', { onSuspended: 'abort' });
+    const kept = await locks.acquire('kept', { onSuspended: 'wait' });
+    link.cut();
+    await next('suspended', 2_000);
+    await next('reconnected', SESSION_TIMEOUT);
+    expect(lock.signal.aborted).toBe(true);
+    expect(lock.signal.reason).toMatchObject({ code: 'LOCK_LOST' });
+    expect(kept.signal.aborted).toBe(false);
+    // Given up, yet our node still stands on a live session: giving the lock back must delete it.
+    await lock.release();
+    expect(await locks.isLocked('k')).toBe(false);
+    await kept.release();
+  });
+
   it('suspends at once on a dropped connection, and reconnects to the same session', async () => {
     const lock = await locks.acquire('k');
     link.cut();
