@@ -2,7 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { LockService, systemClock } from '../../lib';
 import type { ConnectionChange } from '../../lib/backends/lock-backend';
 import { ZooKeeperLockBackend } from '../../lib/backends/zookeeper';
-import { FlakyLink, sleep, zookeeperConnect } from './zookeeper-test-support';
+import {
+  children,
+  closeClient,
+  eventually,
+  FlakyLink,
+  rawClient,
+  sleep,
+  zookeeperConnect,
+} from './zookeeper-test-support';
 
 /**
  * Connection states as the backend reports them, with the network played by a proxy between the backend and the
@@ -108,5 +116,26 @@ describe('ZooKeeper connection states: suspended, reconnected, lost', () => {
     const again = await locks.acquire('k', { waitTimeout: SESSION_TIMEOUT * 3 });
     expect(again.fencingToken).toBeGreaterThan(lock.fencingToken);
     await again.release();
+  }, 30_000);
+
+  it('finds its own node again when the reply to its create is lost with the connection (protected mode)', async () => {
+    const inspector = await rawClient(zookeeperConnect());
+    try {
+      const parent = backend.lockPath('protected');
+      await (await locks.acquire('protected')).release(); // the parent exists (and stays): one create to come
+      link.holdReplies();
+      const attempt = locks.acquire('protected', { waitTimeout: SESSION_TIMEOUT * 2 });
+      attempt.catch(() => undefined); // awaited below; this keeps a failed check from leaving it unhandled
+      // The create reached the server (the node is there) but its reply is stuck: now the connection drops.
+      await eventually(async () => expect(await children(inspector, parent)).toHaveLength(1));
+      link.cut();
+      const lock = await attempt;
+      // No second node: the client recognised its node by the uuid in its name instead of creating another.
+      expect(await children(inspector, parent)).toHaveLength(1);
+      await lock.release();
+      expect(await children(inspector, parent)).toEqual([]);
+    } finally {
+      await closeClient(inspector);
+    }
   }, 30_000);
 });

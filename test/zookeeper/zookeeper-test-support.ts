@@ -157,6 +157,11 @@ export class FlakyLink {
     for (const pair of this.pairs) for (const socket of pair) socket.pause();
   }
 
+  /** Requests still reach the server, its replies stop (on the connections open now). */
+  holdReplies(): void {
+    for (const [, outbound] of this.pairs) outbound.pause();
+  }
+
   pass(): void {
     this.holding = false;
     for (const pair of this.pairs) for (const socket of pair) socket.resume();
