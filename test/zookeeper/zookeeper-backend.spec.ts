@@ -9,6 +9,7 @@ import {
   eventually,
   exists,
   expireSession,
+  FlakyLink,
   rawClient,
   sleep,
   zookeeperConnect,
@@ -39,7 +40,7 @@ describe('ZooKeeperLockBackend on a real server', () => {
     const created = new ZooKeeperLockBackend({
       connectionString: connect,
       rootPath,
-      sessionTimeout: 2_000,
+      sessionTimeout: 10_000,
       ...options,
     });
     opened.push(created);
@@ -186,7 +187,8 @@ describe('ZooKeeperLockBackend on a real server', () => {
 
   it('reports session loss to the holder (onLost, watchConnection) and takes later locks on a new session', async () => {
     // A long session, so a busy machine cannot make it lapse on its own before the test ends it.
-    const client = await rawClient(connect, { sessionTimeout: 10_000 });
+    const link = await FlakyLink.open(connect);
+    const client = await rawClient(link.address, { sessionTimeout: 10_000 });
     const userClient = new ZooKeeperLockBackend({ client, rootPath });
     opened.push(userClient);
     await userClient.init(AbortSignal.timeout(15_000));
@@ -196,7 +198,7 @@ describe('ZooKeeperLockBackend on a real server', () => {
     userClient.watchConnection((change) => changes.push(change.state));
     const me = owner();
     await userClient.acquire({ ...request(key, me), onLost: (reason) => lost.push(reason) });
-    await expireSession(connect, client);
+    await expireSession(connect, client, link);
     expect(lost).toHaveLength(1);
     expect(lost[0]).toMatch(/expired/);
     expect(changes).toContain('lost');
@@ -207,6 +209,7 @@ describe('ZooKeeperLockBackend on a real server', () => {
       message: expect.stringMatching(/has expired/),
     });
     await closeClient(client);
+    await link.close();
   });
 
   it('extend is true only while our node lives on our session', async () => {

@@ -62,32 +62,33 @@ export function exists(client: Client, path: string): Promise<Stat | null> {
 }
 
 /**
- * Ends `client`'s session the way ZooKeeper's own tests do: a second client joins the same session (id and
- * password) and closes it. The server deletes the session's ephemeral nodes at once, and the first client is
- * told EXPIRED when it reconnects. If the first client got its session back before the second one closed it
- * (they race), the trick is simply repeated. Resolves once `client` has heard EXPIRED.
+ * Ends the session of `client`, which reaches the server through `link`, the way ZooKeeper's own tests do: a
+ * second client joins the same session (id and password) and closes it, so the server deletes the session's
+ * ephemeral nodes at once. Meanwhile the link is held and cut, so `client` cannot win its session back first;
+ * when the link passes again, `client` reconnects and is told EXPIRED. Resolves once it has heard that.
  */
-export async function expireSession(connect: string, client: Client): Promise<void> {
+export async function expireSession(connect: string, client: Client, link: FlakyLink): Promise<void> {
   const expired = new Promise<void>((resolve) => client.once('expired', () => resolve()));
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const twin = await rawClient(connect, {
-      sessionTimeout: client.getSessionTimeout(),
-      sessionId: client.getSessionId(),
-      sessionPassword: client.getSessionPassword(),
-    } as Partial<Option>);
-    await new Promise<void>((resolve) => {
-      twin.once('disconnected', () => resolve());
-      twin.close();
-    });
-    if (
-      (await within(
-        3_000,
-        expired.then(() => true),
-      )) === true
-    )
-      return;
+  link.hold();
+  link.cut();
+  const twin = await rawClient(connect, {
+    sessionTimeout: client.getSessionTimeout(),
+    sessionId: client.getSessionId(),
+    sessionPassword: client.getSessionPassword(),
+  } as Partial<Option>);
+  await new Promise<void>((resolve) => {
+    twin.once('disconnected', () => resolve());
+    twin.close();
+  });
+  link.pass();
+  if (
+    (await within(
+      15_000,
+      expired.then(() => true),
+    )) !== true
+  ) {
+    throw new Error('the client was not told its ZooKeeper session expired within 15 s');
   }
-  throw new Error('could not expire the ZooKeeper session');
 }
 
 /** One four-letter-word command (srvr, mntr, wchc…) against 127.0.0.1:port; its reply. */
