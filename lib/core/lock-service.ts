@@ -1,6 +1,7 @@
 import { Observable, Subject } from 'rxjs';
 import type { ConnectionChange, LockBackend, StoreCall } from '../backends/lock-backend';
 import { Acquisition } from './acquisition';
+import { HeldLocks } from './held-locks';
 import { BackendRegistry, type LockBackendProvider } from './backend-registry';
 import { type LockClock, systemClock } from './clock';
 import { LockBackendError, LockConfigurationError, type LockError, LockUnavailableError } from './errors';
@@ -79,19 +80,11 @@ export class LockService {
   private readonly shutdownTimeout: number;
   private readonly operationTimeout: number;
   private readonly events = new Subject<LockEvent>();
-  private readonly active = new Set<LockLease>();
-  /** Acquisitions in flight, with what settles when each is over (its late grants given back). */
-  private readonly acquisitions = new Map<Acquisition, Promise<unknown>>();
+  private readonly held: HeldLocks;
   private readonly host: LeaseHost;
   private ready: Promise<void> | undefined;
   private initialised = false;
   private closed: Promise<void> | undefined;
-  /** Give-backs of finished acquisitions still on their way to the store. */
-  private readonly cleanups = new Set<Promise<void>>();
-  /** Releases put off until minHold (session-bound stores), by what runs them now. */
-  private readonly deferredReleases = new Set<() => Promise<void>>();
-  /** Resolves when the last held lease is let go, while shutdown waits for that. */
-  private allReleased: (() => void) | undefined;
 
   /**
    * Validates the whole configuration at once: a bad option fails here, at bootstrap, not on first use.
@@ -115,11 +108,12 @@ export class LockService {
         : duration('operationTimeout', config.operationTimeout, 1);
     this.registry = new BackendRegistry(config.backends, this.defaults.backend);
     this.events$ = this.events.asObservable();
+    this.held = new HeldLocks(this.clock);
     this.host = {
       clock: this.clock,
       emit: (event) => this.events.next(event),
-      forget: (lease) => this.forget(lease),
-      deferRelease: (release, ms) => this.deferRelease(release, ms),
+      forget: (lease) => this.held.forget(lease),
+      deferRelease: (release, ms) => this.held.deferRelease(release, ms),
       callStore: (backend, operation, start) => this.callStore(backend, operation, start),
     };
   }
@@ -235,7 +229,7 @@ export class LockService {
    * released. Store errors are reported as 'failed' events; the ttl frees what could not be released.
    */
   async releaseAll(): Promise<void> {
-    const leases = [...this.active];
+    const leases = this.held.all;
     for (const lease of leases) lease.lose(messages.lostReleasedByCaller(lease.keys[0]!.key));
     await Promise.allSettled(leases.map((lease) => lease.release()));
   }
@@ -361,7 +355,7 @@ export class LockService {
         operationTimeout: this.operationTimeout,
         host: this.host,
         emit: (event) => this.events.next(event),
-        track: (lease) => this.active.add(lease),
+        track: (lease) => this.held.track(lease),
         get closed() {
           return isClosed();
         },
@@ -373,19 +367,10 @@ export class LockService {
     const cancel = (): void => acquisition.cancel(signal!.reason);
     signal?.addEventListener('abort', cancel, { once: true });
     if (signal?.aborted) cancel();
-    const running = acquisition.run();
-    this.acquisitions.set(
-      acquisition,
-      running.catch(() => undefined).then(() => acquisition.cleanup),
-    );
     try {
-      return await running;
+      return await this.held.run(acquisition);
     } finally {
-      this.acquisitions.delete(acquisition);
       signal?.removeEventListener('abort', cancel);
-      // What it gives back may still be on its way: shutdown waits for that before closing the backends.
-      const cleanup = acquisition.cleanup.then(() => void this.cleanups.delete(cleanup));
-      this.cleanups.add(cleanup);
     }
   }
 
@@ -403,31 +388,9 @@ export class LockService {
     return backend;
   }
 
-  /** Runs `release` after `ms`, or at shutdown if that comes first; once either way. */
-  private deferRelease(release: () => Promise<void>, ms: number): void {
-    let done = false;
-    const run = (): Promise<void> => {
-      this.deferredReleases.delete(run);
-      this.clock.clearTimeout(timer);
-      if (done) return Promise.resolve();
-      done = true;
-      return release().catch(() => undefined);
-    };
-    const timer = this.clock.setTimeout(() => void run(), ms);
-    this.deferredReleases.add(run);
-  }
-
-  private forget(lease: LockLease): void {
-    this.active.delete(lease);
-    if (this.active.size === 0) this.allReleased?.();
-  }
-
   /** A store's connection changed: held locks on it follow their onSuspended policy, or are lost. */
   private onConnection(names: readonly string[], change: ConnectionChange): void {
-    for (const [acquisition] of this.acquisitions) {
-      if (names.includes(acquisition.backendName)) acquisition.connectionChanged(change);
-    }
-    const affected = [...this.active].filter((lease) => names.includes(lease.backendName));
+    const affected = this.held.connectionChanged(names, change);
     for (const name of names) {
       this.events.next({
         type: 'connection',
@@ -437,11 +400,6 @@ export class LockService {
         state: change.state,
         ...(change.state === 'reconnected' ? {} : { reason: change.reason }),
       });
-    }
-    for (const lease of affected) {
-      if (change.state === 'suspended') lease.suspend(change.reason, change.validForMs);
-      else if (change.state === 'reconnected') lease.resume();
-      else lease.loseConnection(messages.lostConnection(lease.keys[0]!.key, change.reason));
     }
   }
 
@@ -456,35 +414,12 @@ export class LockService {
   }
 
   private async shutDownInOrder(): Promise<void> {
-    const closing = new LockBackendError(this.defaults.backend, messages.serviceClosed());
-    const acquisitions = [...this.acquisitions];
-    for (const [acquisition] of acquisitions) acquisition.cancel(closing);
-    for (const lease of this.active) lease.stopForShutdown();
-    await this.workToEnd();
-    const overdue = [...this.active];
-    for (const lease of overdue) lease.lose(messages.lostShutdownTimeout(lease.keys[0]!.key, this.shutdownTimeout));
-    await Promise.allSettled(overdue.map((lease) => lease.release()));
-    // A grant that lands while shutting down is given back by its acquisition before it settles.
-    await Promise.allSettled(acquisitions.map(([, settled]) => settled));
-    await Promise.allSettled([...this.cleanups]);
-    // Releases minHold put off (session-bound stores) happen now: nobody will be here when they fall due.
-    await Promise.allSettled([...this.deferredReleases].map((release) => release()));
+    await this.held.letGoOfAll(
+      new LockBackendError(this.defaults.backend, messages.serviceClosed()),
+      this.shutdownTimeout,
+    );
     // A backend factory still running makes its backend after this: the registry closes it on arrival.
     await this.registry.close();
     this.events.complete();
-  }
-
-  /** Until every held lease is released, or shutdownTimeout. */
-  private workToEnd(): Promise<void> {
-    if (this.active.size === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        this.clock.clearTimeout(timer);
-        this.allReleased = undefined;
-        resolve();
-      };
-      const timer = this.clock.setTimeout(done, this.shutdownTimeout);
-      this.allReleased = done;
-    });
   }
 }

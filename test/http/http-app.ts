@@ -18,10 +18,14 @@ export async function startHttpApp(adapter: AdapterName, metadata: ModuleMetadat
 }
 
 /** Polls `check` until it holds or `ms` pass: for conditions another process or request brings about. */
-export async function eventually(check: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  ms = 5_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }

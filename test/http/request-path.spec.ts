@@ -237,18 +237,24 @@ describe.each(ADAPTERS)('locked request handlers on %s', (adapter) => {
   });
 
   it('releases the lock of a streaming (SSE) response when the client disconnects', async () => {
-    const streaming = request(server())
+    const seen: string[] = [];
+    const watching = locks.events$.subscribe((event) => {
+      if (event.keys.includes('feed:1')) seen.push(event.type);
+    });
+    await request(server())
       .get('/orders/feed/1')
       .buffer(false)
       .parse((res, callback) => {
+        // Leave after the first event: the stream was running under the lock by then.
         res.once('data', () => (res as unknown as { destroy(): void }).destroy());
         res.on('error', () => callback(null, null));
         res.on('close', () => callback(null, null));
       })
       .catch(() => undefined);
-    await eventually(() => locks.isLocked('feed:1'));
-    await streaming;
-    await eventually(async () => !(await locks.isLocked('feed:1')));
+    await eventually(() => seen.includes('released'), 5_000, 'stream released');
+    watching.unsubscribe();
+    expect(seen).toEqual(['acquired', 'released']);
+    expect(await locks.isLocked('feed:1')).toBe(false);
   });
 
   it('LockGuard refuses a busy resource before pipes and the body are processed, and holds the lock through the handler', async () => {
