@@ -123,6 +123,24 @@ main().then(
 JS
 (cd "$APP" && node check.cjs) || fail "check.cjs failed"
 
+echo "--- store subpaths: shipped, and loading one without its client names the client"
+declare -A STORE_CLIENT=([redis]=ioredis [typeorm]=typeorm [zookeeper]=node-zookeeper-client)
+for store in "${!STORE_CLIENT[@]}"; do
+  [[ -d "$ROOT/lib/backends/$store" ]] || continue
+  for file in index.js index.d.ts; do
+    grep -qx "package/dist/backends/$store/$file" <<<"$CONTENTS" || fail "dist/backends/$store/$file is missing from the tarball"
+  done
+  client="${STORE_CLIENT[$store]}"
+  (cd "$APP" && node -e '
+    const [subpath, client] = process.argv.slice(1);
+    try { require(subpath); } catch (error) {
+      if (error.code === "MODULE_NOT_FOUND" && error.message.includes(client)) process.exit(0);
+      console.error(error); process.exit(1);
+    }
+    console.error(`${subpath} loaded without ${client} installed`); process.exit(1);' \
+    "nestjs-distributed-lock/$store" "$client") || fail "nestjs-distributed-lock/$store without $client"
+done
+
 echo "--- types resolve for a TypeScript user"
 cat >"$APP/check.ts" <<'TS'
 import { DistributedLockModule, LockService, Locked, MemoryLockBackend, type Lock, type LockedOptions } from 'nestjs-distributed-lock';
