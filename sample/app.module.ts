@@ -4,6 +4,8 @@ import { DistributedLockModule } from '../lib';
 import { sampleLockBackend } from './config/lock-backend';
 import { readSampleConfig, SAMPLE_CONFIG, type SampleConfig } from './config/sample-config';
 import { SampleDatabase } from './database/sample-database';
+import { JobRunsRepository } from './jobs/job-runs.repository';
+import { JobsController } from './jobs/jobs.controller';
 import { ReportJob } from './jobs/report.job';
 import { LockActivity } from './locks/lock-activity';
 import { LocksController } from './locks/locks.controller';
@@ -36,7 +38,7 @@ import { StockRecountWorker } from './stock/stock-recount.worker';
     }),
     ScheduleModule.forRoot(),
   ],
-  controllers: [OrdersController, StockController, LocksController],
+  controllers: [OrdersController, StockController, JobsController, LocksController],
   providers: [
     { provide: SAMPLE_CONFIG, useFactory: (): SampleConfig => readSampleConfig() },
     SampleDatabase,
@@ -44,6 +46,7 @@ import { StockRecountWorker } from './stock/stock-recount.worker';
     PaymentGateway,
     StockLedger,
     StockRecountWorker,
+    JobRunsRepository,
     ReportJob,
     LockActivity,
   ],

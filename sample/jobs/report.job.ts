@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Interval } from '@nestjs/schedule';
 import { LockContext, Locked } from '../../lib';
 import { SAMPLE_CONFIG, type SampleConfig } from '../config/sample-config';
-import { SampleDatabase } from '../database/sample-database';
+import { JobRunsRepository } from './job-runs.repository';
 import { REPORT_EVERY_MS, REPORT_MIN_HOLD_MS } from './report-schedule';
 
 export interface ReportRun {
@@ -17,7 +17,7 @@ export class ReportJob {
   private readonly logger = new Logger(ReportJob.name);
 
   constructor(
-    private readonly db: SampleDatabase,
+    private readonly runs: JobRunsRepository,
     @Inject(SAMPLE_CONFIG) private readonly config: SampleConfig,
   ) {}
 
@@ -29,12 +29,7 @@ export class ReportJob {
   async run(): Promise<ReportRun> {
     const run = { instance: this.config.instance, fencingToken: LockContext.current()!.fencingToken, at: Date.now() };
     // Recorded in the shared database so anyone can check that one instance ran it per period.
-    await this.db.change('INSERT INTO job_runs (job, instance, fencing_token, at) VALUES (?, ?, ?, ?)', [
-      'report',
-      run.instance,
-      run.fencingToken,
-      run.at,
-    ]);
+    await this.runs.record('report', run.instance, run.fencingToken, run.at);
     this.logger.log(`report run by ${run.instance} (fencing token ${run.fencingToken})`);
     return run;
   }

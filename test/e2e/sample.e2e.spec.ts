@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AcquireRequest, type LockEvent, LockService, MemoryLockBackend } from '../../lib';
 import { AppModule } from '../../sample/app.module';
-import { SampleDatabase } from '../../sample/database/sample-database';
 import { ReportJob } from '../../sample/jobs/report.job';
 import { PaymentGateway } from '../../sample/orders/payment-gateway';
 import { StockLedger } from '../../sample/stock/stock-ledger';
@@ -230,8 +229,10 @@ describe('sample app over HTTP', () => {
     expect(first).toEqual({ instance: expect.any(String), fencingToken: expect.any(BigInt), at: expect.any(Number) });
     expect(await lockStatus('jobs:report')).toMatchObject({ locked: true });
     expect(await job.run()).toBeUndefined();
-    const runs = await app!.get(SampleDatabase).query<{ n: number }>('SELECT COUNT(*) AS n FROM job_runs');
-    expect(runs).toEqual([{ n: 1 }]);
+    const runs = (await request(server()).get('/jobs/report/runs').expect(200)).body;
+    expect(runs).toEqual([
+      { instance: first!.instance, fencingToken: first!.fencingToken.toString(), at: expect.any(String) },
+    ]);
   });
 
   it('answers 400, saying what was wrong, for a key the request made invalid', async () => {
