@@ -2,7 +2,8 @@ import { Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { DistributedLockModule } from '../lib';
 import { sampleLockBackend } from './config/lock-backend';
-import { readSampleConfig, SAMPLE_CONFIG, type SampleConfig } from './config/sample-config';
+import { SAMPLE_CONFIG, type SampleConfig } from './config/sample-config';
+import { SampleConfigModule } from './config/sample-config.module';
 import { SampleDatabase } from './database/sample-database';
 import { JobRunsRepository } from './jobs/job-runs.repository';
 import { JobsController } from './jobs/jobs.controller';
@@ -18,29 +19,28 @@ import { StockRecountWorker } from './stock/stock-recount.worker';
 
 @Module({
   imports: [
+    SampleConfigModule,
     DistributedLockModule.forRootAsync({
       // The environment is read at bootstrap, not when this file loads, so tests can set it first.
-      useFactory: () => {
-        const config = readSampleConfig();
-        return {
-          // A factory, so the module owns the backend and closes it at shutdown (an instance would stay yours).
-          backends: { default: () => sampleLockBackend(config) },
-          // A lock outlives a crashed holder by at most ttl; the watchdog keeps it alive while work runs.
-          defaults: { ttl: 10_000, waitTimeout: 0, onLocked: 'throw' },
-          // Keeps this app's keys apart from other apps sharing the same store.
-          keyPrefix: 'sample:',
-          // At shutdown, running work gets this long to finish after its lock's signal aborted.
-          shutdownTimeout: 3_000,
-          // How locked handlers answer: 409 when busy (the default), Retry-After from observed hold times.
-          request: { busyStatus: 409, retryAfter: 'estimate' },
-        };
-      },
+      imports: [SampleConfigModule],
+      inject: [SAMPLE_CONFIG],
+      useFactory: (config: SampleConfig) => ({
+        // A factory, so the module owns the backend and closes it at shutdown (an instance would stay yours).
+        backends: { default: () => sampleLockBackend(config) },
+        // A lock outlives a crashed holder by at most ttl; the watchdog keeps it alive while work runs.
+        defaults: { ttl: 10_000, waitTimeout: 0, onLocked: 'throw' },
+        // Keeps this app's keys apart from other apps sharing the same store.
+        keyPrefix: 'sample:',
+        // At shutdown, running work gets this long to finish after its lock's signal aborted.
+        shutdownTimeout: 3_000,
+        // How locked handlers answer: 409 when busy (the default), Retry-After from observed hold times.
+        request: { busyStatus: 409, retryAfter: 'estimate' },
+      }),
     }),
     ScheduleModule.forRoot(),
   ],
   controllers: [OrdersController, StockController, JobsController, LocksController],
   providers: [
-    { provide: SAMPLE_CONFIG, useFactory: (): SampleConfig => readSampleConfig() },
     SampleDatabase,
     OrdersRepository,
     PaymentGateway,
