@@ -48,6 +48,8 @@ describe('two sample instances sharing one SQLite file', () => {
       cwd: join(__dirname, '..', '..'),
     });
     const env = (instance: string) => ({
+      // The default, said out loud: whatever this test process's environment says.
+      LOCK_BACKEND: 'sqlite',
       SAMPLE_DB_FILE: databaseFile,
       SAMPLE_INSTANCE: instance,
       SAMPLE_REPORT_EVERY_MS: String(REPORT_EVERY_MS),
@@ -122,6 +124,15 @@ describe('two sample instances sharing one SQLite file', () => {
     for (const types of reportEvents) expect(types.length).toBeGreaterThan(0);
     expect(reportEvents.flat()).toContain('failed');
   }, 30_000);
+
+  it('refuses to start on an unknown LOCK_BACKEND or a store without its address, saying what to set', async () => {
+    await expect(startSample({ SAMPLE_DB_FILE: databaseFile, LOCK_BACKEND: 'mongo' })).rejects.toThrow(
+      /LOCK_BACKEND must be one of sqlite, memory, postgres, zookeeper; got "mongo"/,
+    );
+    await expect(startSample({ SAMPLE_DB_FILE: databaseFile, LOCK_BACKEND: 'postgres' })).rejects.toThrow(
+      /LOCK_BACKEND=postgres needs LOCK_POSTGRES_URL/,
+    );
+  });
 });
 
 /** Polls `probe` every 50 ms until it returns something, or fails at the deadline. */
