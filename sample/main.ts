@@ -8,9 +8,10 @@ async function bootstrap(): Promise<void> {
   // On SIGTERM/SIGINT Nest runs onApplicationShutdown, where DistributedLockModule releases every lock
   // this process still holds instead of leaving them to expire after their ttl.
   app.enableShutdownHooks();
-  const port = Number(process.env.PORT ?? 3000);
-  await app.listen(port);
-  Logger.log(`Listening on http://localhost:${port} (try: curl -X POST localhost:${port}/orders/7/pay)`, 'Sample');
+  // PORT=0 takes a free port; the line below says which (the e2e test reads it).
+  await app.listen(Number(process.env.PORT ?? 3000));
+  const url = (await app.getUrl()).replace('[::1]', 'localhost');
+  Logger.log(`Listening on ${url} (try: curl ${url}/locks)`, 'Sample');
 }
 
 void bootstrap();

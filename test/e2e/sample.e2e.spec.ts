@@ -2,10 +2,14 @@ import 'reflect-metadata';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type AcquireRequest, type LockEvent, LockService, MemoryLockBackend } from '../../lib';
 import { AppModule } from '../../sample/app.module';
 import { ReportJob } from '../../sample/jobs/report.job';
 import { PaymentGateway } from '../../sample/orders/payment-gateway';
+import { StockLedger } from '../../sample/stock/stock-ledger';
 
 /**
  * The sample over HTTP. Its PaymentGateway is replaced by a gate the test opens by hand, so "the work is still
@@ -50,7 +54,12 @@ function deferred<T>(): Deferred<T> {
 }
 
 // The sample's in-process store: this test watches MemoryLockBackend's grants (the default is SQLite).
+// The orders and the ledger still go to a SQLite file: a fresh one per run.
+const dataDir = mkdtempSync(join(tmpdir(), 'sample-e2e-'));
 process.env.LOCK_BACKEND = 'memory';
+process.env.SAMPLE_DB_FILE = join(dataDir, 'sample.sqlite');
+
+const CARD = { card: '4242424242424242' };
 
 describe('sample app over HTTP', () => {
   const gate = new GatedPayments();
@@ -62,7 +71,7 @@ describe('sample app over HTTP', () => {
   let app: INestApplication | undefined;
 
   const server = () => app!.getHttpServer();
-  const post = (orderId: string) => request(server()).post(`/orders/${orderId}/pay`);
+  const post = (orderId: string, body: object = CARD) => request(server()).post(`/orders/${orderId}/pay`).send(body);
   /** Starts a payment; supertest only sends when awaited, so turn it into a running promise at once. */
   const startPay = (orderId: string) => post(orderId).then((res) => res);
   /** A payment that completes: start it, wait until its work runs, let the work finish. */
@@ -108,6 +117,7 @@ describe('sample app over HTTP', () => {
   afterAll(async () => {
     await app?.close();
     jest.restoreAllMocks();
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it('pays an order under its lock and returns the fencing token as a decimal string', async () => {
@@ -118,23 +128,55 @@ describe('sample app over HTTP', () => {
 
     const res = await response;
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ orderId: '1', fencingToken: tokenSeenByWork.toString() });
+    expect(res.body).toMatchObject({ orderId: '1', fencingToken: tokenSeenByWork.toString() });
     expect(await lockStatus('order:1')).toEqual({ key: 'order:1', locked: false });
+    expect((await request(server()).get('/orders/1').expect(200)).body).toEqual({
+      id: '1',
+      paidAt: res.body.paidAt,
+      paidWithToken: tokenSeenByWork.toString(),
+    });
   });
 
-  it('answers 409 with Retry-After to a second payment of an order whose payment is running', async () => {
+  it('answers 409 with Retry-After to a second payment while the first runs, and 409 once the order is paid', async () => {
     const first = startPay('7');
     await gate.entered('7');
 
     const second = await post('7');
     expect(second.status).toBe(409);
     expect(second.headers['retry-after']).toMatch(/^[1-9]\d*$/);
-    expect(second.body).toMatchObject({ statusCode: 409, code: 'LOCK_UNAVAILABLE', key: 'order:7' });
+    expect(second.body).toMatchObject({ statusCode: 409, code: 'LOCK_UNAVAILABLE', resource: 'order:7' });
 
     gate.finish('7');
     expect((await first).status).toBe(200);
-    // Once the first payment is done the order can be paid again.
-    expect((await payNow('7')).status).toBe(200);
+    // The lock is free now, but the order refuses a second payment.
+    const third = await post('7');
+    expect(third.status).toBe(409);
+    expect(third.body).toMatchObject({ code: 'ORDER_ALREADY_PAID' });
+  });
+
+  it('takes the lock before the body is validated: a bad body for a busy order gets 409, for a free one 400', async () => {
+    const first = startPay('9');
+    await gate.entered('9');
+    expect((await post('9', { card: 'nope' })).status).toBe(409);
+    gate.finish('9');
+    expect((await first).status).toBe(200);
+    expect((await post('10', { card: 'nope' })).status).toBe(400);
+  });
+
+  it('shows the locks this instance holds and its recent events, tokens as strings', async () => {
+    const response = startPay('12');
+    const token = await gate.entered('12');
+    const during = (await request(server()).get('/locks').expect(200)).body;
+    expect(during.held).toContainEqual(expect.objectContaining({ key: 'order:12', fencingToken: token.toString() }));
+    gate.finish('12');
+    await response;
+
+    const after = (await request(server()).get('/locks').expect(200)).body;
+    expect(after.held).not.toContainEqual(expect.objectContaining({ key: 'order:12' }));
+    const types = after.recent
+      .filter((e: { keys: string[] }) => e.keys.includes('order:12'))
+      .map((e: { type: string }) => e.type);
+    expect(types).toEqual(['acquired', 'released']);
   });
 
   it('does not let a running payment of one order block another order', async () => {
@@ -152,15 +194,20 @@ describe('sample app over HTTP', () => {
     expect([(await first).status, (await second).status]).toEqual([200, 200]);
   });
 
-  it('gives each payment of an order a greater fencing token than the one before', async () => {
+  it('gives each recount a greater fencing token, and the ledger refuses a write with an older one', async () => {
     const tokens: bigint[] = [];
     for (let i = 0; i < 3; i++) {
-      const res = await payNow('30');
-      expect(res.status).toBe(200);
+      const res = await request(server()).post('/stock/apple/recount').expect(201);
+      expect(res.body).toMatchObject({ sku: 'apple', written: true });
       tokens.push(BigInt(res.body.fencingToken));
     }
     expect(tokens[1]! > tokens[0]!).toBe(true);
     expect(tokens[2]! > tokens[1]!).toBe(true);
+
+    const latest = (await request(server()).get('/stock/apple').expect(200)).body;
+    // A holder whose lock passed on, writing late with the token it had.
+    expect(await app!.get(StockLedger).write('apple', -1, tokens[1]!)).toBe(false);
+    expect((await request(server()).get('/stock/apple').expect(200)).body).toEqual(latest);
   });
 
   it('answers 503 when the lock is lost while the payment runs', async () => {
@@ -172,16 +219,20 @@ describe('sample app over HTTP', () => {
 
     const res = await response;
     expect(res.status).toBe(503);
-    expect(res.body).toMatchObject({ statusCode: 503, code: 'LOCK_LOST', key: 'order:40' });
+    expect(res.body).toMatchObject({ statusCode: 503, code: 'LOCK_LOST', resource: 'order:40' });
     expect(res.headers['retry-after']).toBeUndefined();
   });
 
   it('runs the report job once and skips a second run while minHold keeps its key', async () => {
     const job = app!.get(ReportJob);
     const first = await job.run();
-    expect(first).toEqual({ run: expect.any(Number), fencingToken: expect.any(BigInt) });
+    expect(first).toEqual({ instance: expect.any(String), fencingToken: expect.any(BigInt), at: expect.any(Number) });
     expect(await lockStatus('jobs:report')).toMatchObject({ locked: true });
     expect(await job.run()).toBeUndefined();
+    const runs = (await request(server()).get('/jobs/report/runs').expect(200)).body;
+    expect(runs).toEqual([
+      { instance: first!.instance, fencingToken: first!.fencingToken.toString(), at: expect.any(String) },
+    ]);
   });
 
   it('answers 400, saying what was wrong, for a key the request made invalid', async () => {
