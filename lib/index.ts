@@ -38,6 +38,7 @@ export {
   DEFAULT_SHUTDOWN_TIMEOUT,
   LockService,
   type BackendHealth,
+  type HeldLockInfo,
   type LockServiceConfig,
 } from './core/lock-service';
 export {
@@ -57,6 +58,7 @@ export {
 export { requestKey, type LockKey, type LockKeyFunction, type RequestKeyFunction } from './decorators/key-template';
 export { Locked, type LockedMethodOptions } from './decorators/locked.decorator';
 export type { RequestLockOptions } from './decorators/request-lock-options';
+export { LockExceptionFilter } from './http/lock-exception.filter';
 export { LockGuard } from './http/lock.guard';
 export { LockInterceptor } from './http/lock.interceptor';
 export { REQUEST_LOCK_DEFAULTS } from './http/locked-handler';

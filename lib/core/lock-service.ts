@@ -56,6 +56,17 @@ export const DEFAULT_OPERATION_TIMEOUT = 5_000;
 type UsingFn<T> = (lock: Lock) => T | Promise<T>;
 type ScopedOptions = Omit<LockedOptions, 'onLocked'> & LockCallOptions;
 
+/** One lock this service holds, as `heldLocks()` shows it: a snapshot for dashboards and debugging. */
+export interface HeldLockInfo {
+  /** The keys held together, without keyPrefix. */
+  readonly keys: readonly string[];
+  readonly backend: string;
+  readonly fencingTokens: readonly bigint[];
+  readonly acquiredAt: number;
+  /** Until when it is trusted without a further extension (Infinity on session-bound stores). */
+  readonly expiresAt: number;
+}
+
 /** The health of one registered backend, as `ping` saw it. */
 export interface BackendHealth {
   readonly backend: string;
@@ -221,6 +232,19 @@ export class LockService {
         }
       }),
     );
+  }
+
+  /** The locks this service holds right now (reentrant borrows appear once, under the scope that took them). */
+  heldLocks(): HeldLockInfo[] {
+    return this.held.all
+      .filter((lease) => lease.isHeld)
+      .map((lease) => ({
+        keys: lease.keys.map((k) => k.key),
+        backend: lease.backendName,
+        fencingTokens: lease.fencingTokens,
+        acquiredAt: lease.acquiredAt,
+        expiresAt: lease.expiresAt,
+      }));
   }
 
   /**

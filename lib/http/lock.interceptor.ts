@@ -113,20 +113,21 @@ export class LockInterceptor implements NestInterceptor {
         if (subscriber.closed) return void release();
         const acquiredAt = Date.now();
         const unwatch = watchLossPolicy(lock, prepared.options);
-        const done = (emit: () => void): void => {
+        const done = (emit: () => void, succeeded: boolean): void => {
           unwatch();
-          holds.record(Date.now() - acquiredAt);
+          // Only whole runs teach the estimate: a handler that refuses fast would make Retry-After too short.
+          if (succeeded) holds.record(Date.now() - acquiredAt);
           void release().then(emit);
         };
         inner = runInScope(lock, () => runOnRequestPath(path, () => next.handle())).subscribe({
           next: (value) => subscriber.next(value),
-          error: (error: unknown) => done(() => subscriber.error(mapError(error))),
+          error: (error: unknown) => done(() => subscriber.error(mapError(error)), false),
           complete: () =>
             done(() => {
               const lost = prepared.options.onLost === 'abort' ? lock.lossError : undefined;
               if (lost) subscriber.error(mapError(lost));
               else subscriber.complete();
-            }),
+            }, true),
         });
       };
 

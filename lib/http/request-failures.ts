@@ -1,4 +1,5 @@
 import {
+  type ArgumentsHost,
   type ExecutionContext,
   HttpException,
   HttpStatus,
@@ -38,9 +39,9 @@ export class RequestFailures {
   constructor(private readonly adapterHost: HttpAdapterHost | undefined) {}
 
   /** Maps lock errors; anything else passes through untouched. */
-  map(error: unknown, context: ExecutionContext, options: RequestLockOptions, retryAfter: () => number): unknown {
+  map(error: unknown, context: ArgumentsHost, options: RequestLockOptions, retryAfter: () => number): unknown {
     if (error instanceof LockUnavailableError) {
-      if (options.busyException) return options.busyException(error, context);
+      if (options.busyException && isExecutionContext(context)) return options.busyException(error, context);
       const seconds =
         options.retryAfter === false
           ? undefined
@@ -83,7 +84,7 @@ export class RequestFailures {
   }
 
   /** onLocked 'skip' on the request path: say so, with the configured status. */
-  skipped(context: ExecutionContext, options: RequestLockOptions, resource: string): unknown {
+  skipped(context: ArgumentsHost, options: RequestLockOptions, resource: string): unknown {
     return this.toTransport(context, {
       status: options.skipStatus ?? HttpStatus.ACCEPTED,
       code: REQUEST_ERROR_CODES.skipped,
@@ -92,7 +93,7 @@ export class RequestFailures {
     });
   }
 
-  private toTransport(context: ExecutionContext, error: ClientError): unknown {
+  private toTransport(context: ArgumentsHost, error: ClientError): unknown {
     const type = context.getType<string>();
     if (type === 'rpc') return rpcException(error);
     if (type === 'graphql') return graphQLError(error);
@@ -130,4 +131,8 @@ function graphQLError(error: ClientError): unknown {
   return new GraphQLError(error.message, {
     extensions: { code: error.code, resource: error.resource, retryAfter: error.retryAfter, status: error.status },
   });
+}
+
+function isExecutionContext(host: ArgumentsHost): host is ExecutionContext {
+  return typeof (host as Partial<ExecutionContext>).getHandler === 'function';
 }

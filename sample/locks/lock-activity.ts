@@ -14,16 +14,15 @@ export interface HeldLockView {
 }
 
 /**
- * What this instance's LockService has been doing, from its events$: the locks it holds now and the last
- * events. A view for humans and dashboards — never use it to decide who may work; the lock does that.
+ * What this instance's LockService is doing: the locks it holds now (LockService.heldLocks()) and its last
+ * events (from events$). A view for humans and dashboards — never use it to decide who may work; the lock does.
  */
 @Injectable()
 export class LockActivity implements OnModuleDestroy {
-  private readonly held = new Map<string, HeldLockView>();
   private readonly recent: LockEventView[] = [];
   private readonly subscription: Subscription;
 
-  constructor(locks: LockService) {
+  constructor(private readonly locks: LockService) {
     this.subscription = locks.events$.subscribe((event) => this.record(event));
   }
 
@@ -32,7 +31,14 @@ export class LockActivity implements OnModuleDestroy {
   }
 
   heldLocks(): HeldLockView[] {
-    return [...this.held.values()];
+    return this.locks.heldLocks().flatMap((lock) =>
+      lock.keys.map((key, i) => ({
+        key,
+        backend: lock.backend,
+        fencingToken: String(lock.fencingTokens[i]),
+        since: new Date(lock.acquiredAt).toISOString(),
+      })),
+    );
   }
 
   recentEvents(): LockEventView[] {
@@ -42,17 +48,5 @@ export class LockActivity implements OnModuleDestroy {
   private record(event: LockEvent): void {
     this.recent.push(describeEvent(event));
     if (this.recent.length > RECENT_EVENTS) this.recent.shift();
-    if (event.type === 'acquired') {
-      event.keys.forEach((key, i) =>
-        this.held.set(key, {
-          key,
-          backend: event.backend,
-          fencingToken: String(event.fencingTokens[i]),
-          since: new Date(event.at).toISOString(),
-        }),
-      );
-    } else if (event.type === 'released' || event.type === 'lost') {
-      for (const key of event.keys) this.held.delete(key);
-    }
   }
 }

@@ -1,5 +1,5 @@
-import { BadRequestException, Controller, Get, Inject, Param } from '@nestjs/common';
-import { LockConfigurationError, LockService } from '../../lib';
+import { Controller, Get, Inject, Param, UseFilters } from '@nestjs/common';
+import { LockExceptionFilter, LockService } from '../../lib';
 import { SAMPLE_CONFIG, type SampleConfig } from '../config/sample-config';
 import { type HeldLockView, LockActivity } from './lock-activity';
 import type { LockEventView } from './lock-event-view';
@@ -19,15 +19,10 @@ export class LocksController {
   }
 
   /** Whether anyone (any instance) holds a key now, e.g. GET /locks/order:7 — a snapshot, for humans. */
+  // Not a @Locked handler: LockExceptionFilter answers its lock errors (a key the client made invalid: 400).
   @Get(':key')
+  @UseFilters(LockExceptionFilter)
   async status(@Param('key') key: string): Promise<{ key: string; locked: boolean }> {
-    try {
-      return { key, locked: await this.locks.isLocked(key) };
-    } catch (error) {
-      // Not a @Locked handler, so the library does not answer for it: a key the client made invalid is a 400.
-      if (error instanceof LockConfigurationError)
-        throw new BadRequestException({ code: error.code, message: error.message });
-      throw error;
-    }
+    return { key, locked: await this.locks.isLocked(key) };
   }
 }

@@ -238,7 +238,7 @@ describe('sample app over HTTP', () => {
   it('answers 400, saying what was wrong, for a key the request made invalid', async () => {
     const response = await request(server()).get(`/locks/${'k'.repeat(1_025)}`);
     expect(response.status).toBe(400);
-    expect(response.body).toMatchObject({ code: 'LOCK_CONFIGURATION' });
+    expect(response.body).toMatchObject({ code: 'LOCK_BAD_KEY' });
     expect(response.body.message).toMatch(/at most 1024 characters/);
   });
 

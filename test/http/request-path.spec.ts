@@ -8,6 +8,7 @@ import {
   type PipeTransform,
   Post,
   Sse,
+  UseFilters,
   UseGuards,
   UsePipes,
 } from '@nestjs/common';
@@ -17,6 +18,7 @@ import {
   DistributedLockModule,
   Locked,
   LockContext,
+  LockExceptionFilter,
   LockGuard,
   type LockBackend,
   LockService,
@@ -295,5 +297,53 @@ describe('fail-open on the request path', () => {
     expect(response.status).toBe(200);
     expect(response.body).toEqual({ id: '5', locked: false });
     await app.close();
+  });
+});
+
+describe('LockExceptionFilter, for handlers that use LockService themselves', () => {
+  it('answers a busy using() in a plain handler with 409 and the same body, and a bad key with 400', async () => {
+    @Controller('plain')
+    @UseFilters(LockExceptionFilter)
+    class PlainController {
+      constructor(private readonly locks: LockService) {}
+
+      @Post(':id')
+      async run(@Param('id') id: string): Promise<object> {
+        return this.locks.using(`plain:${id}`, async () => ({ id }));
+      }
+    }
+    const memory = new MemoryLockBackend();
+    const app = await startHttpApp('express', {
+      imports: [DistributedLockModule.forRoot({ backends: { default: memory } })],
+      controllers: [PlainController],
+    });
+    const holder = await new LockService({ backends: { default: memory } }).acquire('plain:1');
+    const busy = await request(app.getHttpServer()).post('/plain/1');
+    expect(busy.status).toBe(409);
+    expect(busy.body).toMatchObject({ code: 'LOCK_UNAVAILABLE', resource: 'plain:1' });
+    expect(busy.headers['retry-after']).toBe('1');
+    await holder.release();
+    const bad = await request(app.getHttpServer()).post(`/plain/${'x'.repeat(2000)}`);
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ code: 'LOCK_BAD_KEY' });
+    await app.close();
+  });
+});
+
+describe('LockService.heldLocks()', () => {
+  it('lists what this service holds now, and nothing once released', async () => {
+    const locks = new LockService({ backends: { default: new MemoryLockBackend() } });
+    const lock = await locks.acquire(['b', 'a']);
+    expect(locks.heldLocks()).toEqual([
+      {
+        keys: ['a', 'b'],
+        backend: 'default',
+        fencingTokens: [lock.fencingTokenFor('a'), lock.fencingTokenFor('b')],
+        acquiredAt: lock.acquiredAt,
+        expiresAt: lock.expiresAt,
+      },
+    ]);
+    await lock.release();
+    expect(locks.heldLocks()).toEqual([]);
   });
 });
