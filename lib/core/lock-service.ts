@@ -2,6 +2,7 @@ import { Observable, Subject } from 'rxjs';
 import type { ConnectionChange, LockBackend, StoreCall } from '../backends/lock-backend';
 import { Acquisition } from './acquisition';
 import { HeldLocks } from './held-locks';
+import { HeldUntil } from './held-until';
 import { BackendRegistry, type LockBackendProvider } from './backend-registry';
 import { type LockClock, systemClock } from './clock';
 import { LockBackendError, LockConfigurationError, type LockError, LockUnavailableError } from './errors';
@@ -303,15 +304,30 @@ export class LockService {
     }
     let unwatch = (): void => undefined;
     let result: T;
+    let heldUntil: Promise<unknown> | undefined;
     try {
       unwatch = watchLossPolicy(handle, options);
       // Lost before the work began (the store reported it at grant): with 'abort' the work must not run.
       const lostAlready = handle.lossError;
       if (options.onLost === 'abort' && lostAlready) throw lostAlready;
-      result = await runInScope(handle, () => fn(handle));
+      const outcome: T | HeldUntil<T> = await runInScope(handle, () => fn(handle));
+      if (outcome instanceof HeldUntil) {
+        heldUntil = outcome.until;
+        result = outcome.value;
+      } else {
+        result = outcome;
+      }
     } finally {
-      unwatch();
-      await this.releaseQuietly(handle);
+      if (heldUntil) {
+        // The result is handed back now; its lock lasts until what it still does (a stream) is done.
+        void heldUntil.then(() => {
+          unwatch();
+          return this.releaseQuietly(handle);
+        });
+      } else {
+        unwatch();
+        await this.releaseQuietly(handle);
+      }
     }
     const lost = handle.lossError;
     if (options.onLost === 'abort' && lost) throw lost;

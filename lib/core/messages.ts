@@ -44,8 +44,8 @@ export const messages = {
     `Lock ${quote(key)} is given up because ${quote(other)}, taken together with it, was lost.`,
 
   backendFailed: (backend: string, operation: string) =>
-    `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said; ` +
-    `the lock was not taken (or is left to expire by its ttl).`,
+    `Lock backend "${backend}" failed to ${operation}. See nodeFailures/cause for what the store said.` +
+    consequenceOf(operation),
   serviceClosed: () => `The lock service has shut down (the application is closing); no new locks are taken.`,
   grantSpoiled: (reason: string) =>
     `The store's connection changed while the lock was being granted (${reason}), so the grant could not be ` +
@@ -139,8 +139,10 @@ export const messages = {
       `@Locked() on ${where} mixes placeholders of the request ({params.x}, …) with method arguments ({0}): the ` +
       `request is read before pipes run, the arguments after. Use one kind.`,
     needsRequest: (where: string) =>
-      `@Locked() on ${where} builds its key from the request, but was called outside a request (from code, ` +
-      `not by the router or a resolver). Call a method keyed by its arguments instead.`,
+      `@Locked() on ${where} builds its key from the request, but was called outside a request (from code, not by ` +
+      `the router or a resolver), or where the module's global LockInterceptor does not run: a microservice ` +
+      `connected to an HTTP app needs connectMicroservice(options, { inheritAppConfig: true }). Call a method ` +
+      `keyed by its arguments, or enable the interceptor there.`,
     guardNeedsRequestKey: (where: string) =>
       `LockGuard on ${where}: a guard runs before pipes, so it can only take a lock whose key reads the HTTP ` +
       `request ({params.x}, {body.x}, …, or requestKey()). Key it by the request, or drop LockGuard: @Locked ` +
@@ -152,6 +154,18 @@ export const messages = {
     stacked: (where: string) =>
       `@Locked() is applied twice to ${where}. Use one @Locked() with an array of keys, e.g. ` +
       `@Locked(['a:{0}', 'b:{1}']): the keys are then taken together, in a fixed order, all or none.`,
+    userMissing: (where: string, template: string) =>
+      `@Locked() on ${where} reads {user…} in ${quote(template)}, but the request has no user: the guard that ` +
+      `authenticates must run before the lock. Put LockGuard after it (@UseGuards(AuthGuard, LockGuard)), or ` +
+      `apply the auth guard at the same level or higher.`,
+    badRequestOption: (where: string, name: string, rule: string, value: unknown) =>
+      `${where}: request option "${name}" must be ${rule}, got ${describe(value)}.`,
+    fieldResolverRequestKey: (where: string) =>
+      `@Locked() on ${where} reads the request in its key, but ${where} is a GraphQL field resolver, where Nest runs ` +
+      `no interceptors by default. Key it by its arguments ({0}, {1}…), or lock the query/mutation resolver instead.`,
+    requestGone: (where: string) =>
+      `${where} was not run: its request was given up (a timeout or the client leaving) and its lock let go ` +
+      `before the handler started.`,
     ambiguousApp: (where: string) =>
       `@Locked() on ${where} was called on an instance made after bootstrap (request scope, moduleRef.resolve) ` +
       `whose class is in several running apps, so its lock store is unknown. Get the instance from the ` +
@@ -170,6 +184,18 @@ export const messages = {
       `type, e.g. ": Observable<Order>", so the first call does too.`,
   },
 } as const;
+
+/** What a failed store call means for the lock, by what was asked. */
+function consequenceOf(operation: string): string {
+  if (operation.startsWith('acquire')) return ' The lock was not taken.';
+  if (operation.startsWith('release')) {
+    return ' The store may still hold the key until its ttl runs out or its session ends.';
+  }
+  if (operation.startsWith('extend')) {
+    return ' The lock is trusted only until its validity runs out, unless a later extension succeeds.';
+  }
+  return '';
+}
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return quote(value);

@@ -62,6 +62,9 @@ type RequestRoot = 'params' | 'query' | 'body' | 'headers' | 'user' | 'data' | '
 
 type Part = string | Placeholder;
 
+/** The `option` of the error for a {user.x} key on a request with no user: a server setup fault, not the client's. */
+export const USER_MISSING = 'key.user';
+
 const PLACEHOLDER = /^(\d+)((?:\.[A-Za-z_$][\w$]*|\.\d+)*)$/;
 /** Header names have dashes: request paths allow them. */
 const REQUEST_PLACEHOLDER = /^(params|query|body|headers|user|data|args)((?:\.[\w$-]+)+)$/;
@@ -137,6 +140,10 @@ function fromTemplate(template: string, where: string, parameterCount: number): 
 function render(placeholder: Placeholder, source: KeySource, where: string, template: string): string {
   let value: unknown =
     typeof placeholder.from === 'number' ? source.args[placeholder.from] : source.request![placeholder.from];
+  if (placeholder.from === 'user' && value === undefined) {
+    // Not the client's doing: the guard that authenticates ran after the lock, or not at all.
+    throw new LockConfigurationError(USER_MISSING, messages.decorator.userMissing(where, template));
+  }
   if (placeholder.from === 'headers') {
     // Header names are case-insensitive; Node lower-cases them.
     const [name, ...rest] = placeholder.path;

@@ -1,14 +1,15 @@
 import { Logger } from '@nestjs/common';
-import { isObservable, type Observable, throwError } from 'rxjs';
-import { LockBackendError, LockConfigurationError } from '../core/errors';
+import { catchError, isObservable, type Observable, throwError } from 'rxjs';
+import { LockBackendError, LockConfigurationError, LockLostError } from '../core/errors';
 import type { KeyPair } from '../core/key';
 import type { LockService } from '../core/lock-service';
 import { messages } from '../core/messages';
 import type { LockedOptions, ResolvedLockOptions } from '../core/options';
 import type { KeyResolver } from './key-template';
 import { observeLocked } from './observe-locked';
-import type { RequestLockOptions } from './request-lock-options';
-import { claimRequestPath, type RequestPath } from './request-path';
+import { type RequestLockOptions, validateRequestOptions } from './request-lock-options';
+import { claimRequestPath, markClientFault, type RequestPath, trackWork } from './request-path';
+import { holdWhileStreaming, streamDone } from './streamed-results';
 
 /** What @Locked records about one method; the explorer completes it per LockService at bootstrap. */
 export interface LockedMethod {
@@ -96,6 +97,7 @@ export function prepareLockedMethod(method: LockedMethod, service: LockService):
   const constantKeys = method.keys.constant
     ? keysAt(method, () => service.normaliseKeys(method.keys.constant!))
     : undefined;
+  validateRequestOptions(method.request, where);
   method.prepared.set(service, { options, constantKeys });
 }
 
@@ -138,26 +140,36 @@ export function invokeLocked(method: LockedMethod, instance: object, args: unkno
     if (!prepared) throw new LockConfigurationError(method.where, messages.decorator.notBound(method.where));
     const path = claimRequestPath(method);
     // The interceptor (or guard) took the lock from the request, before pipes: this call runs under it.
-    if (path?.lockedByRequest) {
-      const result = method.original.apply(instance, args);
-      if (result instanceof Promise) path.work = result.catch(() => undefined);
-      return result;
-    }
-    const keys = prepared.constantKeys ?? keysAt(method, () => service.normaliseKeys(method.keys({ args })));
+    if (path?.lockedByRequest) return runUnderRequestLock(method, instance, args, path);
+    const keys = prepared.constantKeys ?? handlerKeys(method, service, args, path);
     const options = path ? reportingTo(path, prepared.options) : prepared.options;
     if (observable) {
-      return observeLocked(
+      let started = false;
+      const locked = observeLocked(
         service,
         keys,
-        () => method.original.apply(instance, args) as Observable<unknown>,
+        () => ((started = true), method.original.apply(instance, args) as Observable<unknown>),
         options,
         args,
       );
+      if (!path?.failOpen) return locked;
+      return locked.pipe(
+        catchError((error: unknown) => {
+          if (started || !(error instanceof LockBackendError)) return throwError(() => error);
+          path.ranUnlocked = true;
+          return method.original.apply(instance, args) as Observable<unknown>;
+        }),
+      );
     }
     const call: { result?: Promise<unknown>; started?: boolean } = {};
+    if (path) path.inCall = true;
     call.result = service.runLocked(
       keys,
-      () => ((call.started = true), callExpectingNoObservable(method, instance, args, call)),
+      async () => {
+        call.started = true;
+        if (path) path.lockedAt = Date.now();
+        return holdWhileStreaming(await callExpectingNoObservable(method, instance, args, call));
+      },
       options,
       args,
     );
@@ -168,6 +180,7 @@ export function invokeLocked(method: LockedMethod, instance: object, args: unkno
         return method.original.apply(instance, args);
       });
     }
+    if (path) call.result = call.result.finally(() => (path.inCall = false));
     return call.result;
   } catch (error) {
     return observable ? throwError(() => error) : Promise.reject(error);
@@ -179,11 +192,60 @@ function reportingTo(path: RequestPath, options: ResolvedLockOptions): ResolvedL
   if (options.onLocked !== 'skip') return options;
   return {
     ...options,
-    onLocked: () => {
-      path.skipped = true;
+    onLocked: ({ keys }) => {
+      path.skipped = keys;
       return undefined;
     },
   };
+}
+
+/**
+ * The handler of a request-keyed call: the interceptor holds its lock. It runs only while that lock is still
+ * held for it, and reports its work (and a file it streams) so the lock outlives them.
+ */
+function runUnderRequestLock(method: LockedMethod, instance: object, args: unknown[], path: RequestPath): unknown {
+  if (path.released) {
+    // The request was given up, and its lock let go, while pipes ran: running now would run unlocked.
+    throw new LockLostError(method.where, messages.decorator.requestGone(method.where));
+  }
+  path.inCall = true;
+  let result: unknown;
+  try {
+    result = method.original.apply(instance, args);
+  } catch (error) {
+    path.inCall = false;
+    throw error;
+  }
+  if (!(result instanceof Promise)) {
+    path.inCall = false;
+    const streaming = streamDone(result);
+    if (streaming) trackWork(path, streaming);
+    return result;
+  }
+  const settled = result.finally(() => (path.inCall = false));
+  trackWork(
+    path,
+    settled.then((value: unknown) => streamDone(value)),
+  );
+  return settled;
+}
+
+/**
+ * The keys of one call. On the request path, the handler's own key is built from what the request brought
+ * (after pipes): a value it left out or made invalid is the client's fault.
+ */
+function handlerKeys(
+  method: LockedMethod,
+  service: LockService,
+  args: readonly unknown[],
+  path: RequestPath | undefined,
+): KeyPair[] {
+  try {
+    return keysAt(method, () => service.normaliseKeys(method.keys({ args })));
+  } catch (error) {
+    if (path) markClientFault(error);
+    throw error;
+  }
 }
 
 /** Key errors name the method: the key was built from its template or function. */

@@ -1,5 +1,6 @@
 import type { ExecutionContext } from '@nestjs/common';
-import type { LockUnavailableError } from '../core/errors';
+import { LockConfigurationError, type LockUnavailableError } from '../core/errors';
+import { messages } from '../core/messages';
 
 /**
  * How a locked request handler (HTTP, RPC, GraphQL) answers when it cannot run under its lock. Per handler in
@@ -20,4 +21,37 @@ export interface RequestLockOptions {
   readonly skipStatus?: number;
   /** The lock store is unreachable: 'fail' (default: 503 Service Unavailable) or 'fail-open' (run unlocked, logged). */
   readonly onBackendError?: 'fail' | 'fail-open';
+}
+
+const KNOWN = ['busyStatus', 'busyException', 'retryAfter', 'skipStatus', 'onBackendError'] as const;
+
+/** Checks request options at bootstrap, so a typo or an impossible status cannot reach a client. */
+export function validateRequestOptions(options: unknown, where: string): RequestLockOptions | undefined {
+  if (options === undefined) return undefined;
+  const bad = (name: string, rule: string, value: unknown): LockConfigurationError =>
+    new LockConfigurationError(`request.${name}`, messages.decorator.badRequestOption(where, name, rule, value));
+  if (typeof options !== 'object' || options === null) throw bad('request', 'an object', options);
+  const o = options as Record<string, unknown>;
+  for (const name of Object.keys(o)) {
+    if (!(KNOWN as readonly string[]).includes(name)) throw bad(name, `one of ${KNOWN.join(', ')}`, o[name]);
+  }
+  if (o.busyStatus !== undefined && o.busyStatus !== 409 && o.busyStatus !== 423) {
+    throw bad('busyStatus', '409 or 423', o.busyStatus);
+  }
+  if (o.busyException !== undefined && typeof o.busyException !== 'function') {
+    throw bad('busyException', 'a function', o.busyException);
+  }
+  const retryAfter = o.retryAfter;
+  const wholeSeconds = typeof retryAfter === 'number' && Number.isSafeInteger(retryAfter) && retryAfter >= 0;
+  if (retryAfter !== undefined && retryAfter !== 'estimate' && retryAfter !== false && !wholeSeconds) {
+    throw bad('retryAfter', "a whole number of seconds ≥ 0, 'estimate' or false", retryAfter);
+  }
+  const skip = o.skipStatus;
+  if (skip !== undefined && !(typeof skip === 'number' && Number.isSafeInteger(skip) && skip >= 200 && skip <= 599)) {
+    throw bad('skipStatus', 'an HTTP status from 200 to 599', skip);
+  }
+  if (o.onBackendError !== undefined && o.onBackendError !== 'fail' && o.onBackendError !== 'fail-open') {
+    throw bad('onBackendError', "'fail' or 'fail-open'", o.onBackendError);
+  }
+  return options as RequestLockOptions;
 }

@@ -1,25 +1,23 @@
 import type { LockHandle } from '../core/lock';
 import type { LockedMethod } from '../decorators/locked-method';
 
-/** Locks LockGuard took for a request, until the interceptor claims them to hold them around the handler. */
-const taken = new WeakMap<object, Map<LockedMethod, LockHandle>>();
+/** What LockGuard left for the interceptor: the lock it took, or the fallback onLocked gave for a busy key. */
+export type GuardOutcome = { readonly lock: LockHandle } | { readonly fallback: unknown };
 
-export function leaveForHandler(request: object, method: LockedMethod, handle: LockHandle): void {
-  let byMethod = taken.get(request);
-  if (!byMethod) taken.set(request, (byMethod = new Map()));
-  byMethod.set(method, handle);
+/** Per request, per handler: until the interceptor claims it to hold the lock around the handler. */
+const left = new WeakMap<object, Map<LockedMethod, GuardOutcome>>();
+
+export function leaveForHandler(request: object, method: LockedMethod, outcome: GuardOutcome): void {
+  let byMethod = left.get(request);
+  if (!byMethod) left.set(request, (byMethod = new Map()));
+  byMethod.set(method, outcome);
 }
 
-/** Takes over the guard's lock for this request and handler, once. */
-export function claimFromGuard(request: unknown, method: LockedMethod): LockHandle | undefined {
+/** Takes over what the guard left for this request and handler, once. */
+export function claimFromGuard(request: unknown, method: LockedMethod): GuardOutcome | undefined {
   if (typeof request !== 'object' || request === null) return undefined;
-  const byMethod = taken.get(request);
-  const handle = byMethod?.get(method);
+  const byMethod = left.get(request);
+  const outcome = byMethod?.get(method);
   byMethod?.delete(method);
-  return handle;
-}
-
-/** The guard's lock if the interceptor never claimed it (a later guard refused the request). */
-export function unclaimed(request: object, method: LockedMethod): LockHandle | undefined {
-  return claimFromGuard(request, method);
+  return outcome;
 }

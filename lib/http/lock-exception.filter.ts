@@ -1,6 +1,7 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Optional } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import { LockError } from '../core/errors';
+import { LockConfigurationError, LockError } from '../core/errors';
+import { markClientFault } from '../decorators/request-path';
 import type { RequestLockOptions } from '../decorators/request-lock-options';
 import { REQUEST_LOCK_DEFAULTS } from './locked-handler';
 import { RequestFailures } from './request-failures';
@@ -23,6 +24,8 @@ export class LockExceptionFilter implements ExceptionFilter<LockError> {
 
   catch(error: LockError, host: ArgumentsHost): void {
     // No hold times are known outside a locked handler: the module's retryAfter, else 1 s.
+    // Here a bad key value came from what the handler built from its request; a bad option is still the server's.
+    if (error instanceof LockConfigurationError && error.option === 'key') markClientFault(error);
     const mapped = this.failures.map(error, host, this.defaults ?? {}, () => 1);
     const answer =
       mapped instanceof HttpException ? mapped : new HttpException({ statusCode: 500, message: 'Internal error' }, 500);

@@ -16,11 +16,11 @@ import { watchLossPolicy } from '../core/lock-policies';
 import { LockService } from '../core/lock-service';
 import type { LockedMethod, PreparedLockedMethod } from '../decorators/locked-method';
 import type { RequestLockOptions } from '../decorators/request-lock-options';
-import { type RequestPath, runOnRequestPath } from '../decorators/request-path';
+import { newRequestPath, type RequestPath, runOnRequestPath } from '../decorators/request-path';
 import { claimFromGuard } from './guard-handles';
 import { holdTimesOf, lockedHandler, REQUEST_LOCK_DEFAULTS, requestOptionsOf } from './locked-handler';
 import { RequestFailures } from './request-failures';
-import { requestPartsOf } from './request-parts';
+import { requestKeys } from './request-parts';
 
 /**
  * Holds a handler's @Locked lock around the whole request, on every transport (HTTP, RPC, GraphQL), and
@@ -30,8 +30,9 @@ import { requestPartsOf } from './request-parts';
  * The module registers it globally, so `@Locked` on a handler needs nothing else, and a handler is never
  * locked twice: with a key read from the request (`{params.id}`, requestKey(…)) this interceptor takes the lock
  * before pipes run and the method runs under it; with a key of the arguments (`{0}`) the method takes it
- * after pipes, and this interceptor maps what comes of it. The lock is released when the handler's result
- * completes, errors or is unsubscribed (an SSE client leaving), never before the handler is done.
+ * after pipes, and this interceptor answers for it. The lock outlives the handler's work (a Promise still
+ * running after a timeout answered the client, a file still streaming), and a handler whose request was given
+ * up before it started does not run at all.
  */
 @Injectable()
 export class LockInterceptor implements NestInterceptor {
@@ -51,14 +52,7 @@ export class LockInterceptor implements NestInterceptor {
     const prepared = method?.prepared.get(this.locks);
     if (!method || !prepared) return next.handle();
     const options = requestOptionsOf(method, this.defaults);
-    const path: RequestPath = {
-      method,
-      lockedByRequest: method.keys.fromRequest,
-      failOpen: options.onBackendError === 'fail-open',
-      claimed: false,
-      skipped: false,
-      ranUnlocked: false,
-    };
+    const path = newRequestPath(method, method.keys.fromRequest, options.onBackendError === 'fail-open');
     return method.keys.fromRequest
       ? this.lockAroundHandler(context, next, method, prepared, options, path)
       : this.answerForMethod(context, next, method, options, path);
@@ -73,23 +67,21 @@ export class LockInterceptor implements NestInterceptor {
     path: RequestPath,
   ): Observable<unknown> {
     const holds = holdTimesOf(method);
-    return defer(() => {
-      const startedAt = Date.now();
-      return runOnRequestPath(path, () => next.handle()).pipe(
+    return defer(() =>
+      runOnRequestPath(path, () => next.handle()).pipe(
         map((value) => {
-          if (path.skipped) throw this.failures.skipped(context, options, skippedResource(method, context));
+          if (path.skipped) throw this.failures.skipped(context, options, path.skipped[0] ?? method.where);
           if (path.ranUnlocked) this.logger.warn(`${method.where} ran without its lock (onBackendError: 'fail-open').`);
-          else holds.record(Date.now() - startedAt);
+          // From the grant, not from the request: time spent waiting for the lock is not holding it.
+          else if (path.lockedAt !== undefined) holds.record(Date.now() - path.lockedAt);
           return value;
         }),
-        catchError((error: unknown) =>
-          throwError(() => this.failures.map(error, context, options, () => holds.retryAfterSeconds())),
-        ),
-      );
-    });
+        catchError((error: unknown) => throwError(() => this.answer(error, context, options, method))),
+      ),
+    );
   }
 
-  /** Request keys: take the lock now, before pipes, and hold it until the handler's result is done. */
+  /** Request keys: take the lock now, before pipes, and hold it until the handler's work is done. */
   private lockAroundHandler(
     context: ExecutionContext,
     next: CallHandler,
@@ -99,8 +91,6 @@ export class LockInterceptor implements NestInterceptor {
     path: RequestPath,
   ): Observable<unknown> {
     const holds = holdTimesOf(method);
-    const mapError = (error: unknown): unknown =>
-      this.failures.map(error, context, options, () => holds.retryAfterSeconds());
     return new Observable<unknown>((subscriber) => {
       const cancel = new AbortController();
       let handle: LockHandle | undefined;
@@ -108,24 +98,37 @@ export class LockInterceptor implements NestInterceptor {
       let inner: { unsubscribe(): void } | undefined;
       const release = (): Promise<void> =>
         (released ??= handle ? this.locks.releaseQuietly(handle) : Promise.resolve());
+      /** Lets the lock go once the handler's own work is over; `now` runs at once either way. */
+      const releaseAfterWork = (now: () => void): void => {
+        if (path.work && !path.workDone) {
+          // Answered (a timeout, a stream starting) while the handler's work goes on: the lock stays with it.
+          now();
+          void path.work.then(release);
+        } else {
+          void release().then(now);
+        }
+      };
+      const fail = (error: unknown): void => {
+        if (!subscriber.closed) subscriber.error(this.answer(error, context, options, method));
+      };
 
       const run = (lock: LockHandle): void => {
         if (subscriber.closed) return void release();
         const acquiredAt = Date.now();
         const unwatch = watchLossPolicy(lock, prepared.options);
-        const done = (emit: () => void, succeeded: boolean): void => {
+        const finish = (emit: () => void, whole: boolean): void => {
           unwatch();
           // Only whole runs teach the estimate: a handler that refuses fast would make Retry-After too short.
-          if (succeeded) holds.record(Date.now() - acquiredAt);
-          void release().then(emit);
+          if (whole) holds.record(Date.now() - acquiredAt);
+          releaseAfterWork(emit);
         };
         inner = runInScope(lock, () => runOnRequestPath(path, () => next.handle())).subscribe({
           next: (value) => subscriber.next(value),
-          error: (error: unknown) => done(() => subscriber.error(mapError(error)), false),
+          error: (error: unknown) => finish(() => fail(error), false),
           complete: () =>
-            done(() => {
+            finish(() => {
               const lost = prepared.options.onLost === 'abort' ? lock.lossError : undefined;
-              if (lost) subscriber.error(mapError(lost));
+              if (lost) fail(lost);
               else subscriber.complete();
             }, true),
         });
@@ -137,12 +140,14 @@ export class LockInterceptor implements NestInterceptor {
           if (prepared.options.onLocked === 'skip') {
             return subscriber.error(this.failures.skipped(context, options, error.key));
           }
-          return void Promise.resolve(
-            prepared.options.onLocked({ keys: [error.key], args: context.getArgs(), error }),
-          ).then(
-            (fallback) => (subscriber.next(fallback), subscriber.complete()),
-            (failure: unknown) => subscriber.error(mapError(failure)),
-          );
+          const onLocked = prepared.options.onLocked;
+          // A fallback that throws is the answer it chose (its own exception), never a hang.
+          return void Promise.resolve()
+            .then(() => onLocked({ keys: [error.key], args: context.getArgs(), error }))
+            .then((fallback) => {
+              subscriber.next(fallback);
+              subscriber.complete();
+            }, fail);
         }
         if (error instanceof LockBackendError && path.failOpen) {
           this.logger.warn(`${method.where} runs without its lock (onBackendError: 'fail-open'): ${error.message}`);
@@ -150,14 +155,19 @@ export class LockInterceptor implements NestInterceptor {
           inner = runOnRequestPath(path, () => next.handle()).subscribe(subscriber);
           return;
         }
-        subscriber.error(mapError(error));
+        fail(error);
       };
 
       const fromGuard = claimFromGuard(requestOf(context), method);
+      if (fromGuard && 'fallback' in fromGuard) {
+        subscriber.next(fromGuard.fallback);
+        subscriber.complete();
+        return undefined;
+      }
       const taking = fromGuard
-        ? Promise.resolve(fromGuard)
+        ? Promise.resolve(fromGuard.lock)
         : Promise.resolve().then(() => {
-            const keys = this.locks.normaliseKeys(method.keys({ args: [], request: requestPartsOf(context) }));
+            const keys = requestKeys(this.locks, method, context);
             return this.locks.take(keys, prepared.options, prepared.options.autoExtend ?? true, cancel.signal, true);
           });
       taking.then((lock) => {
@@ -168,19 +178,31 @@ export class LockInterceptor implements NestInterceptor {
       return () => {
         cancel.abort();
         inner?.unsubscribe();
-        // Unsubscribed (SSE client gone, a timeout operator): a stream ends with its subscription, but a
-        // Promise handler runs on, and its lock must outlive it.
-        void (path.work ?? Promise.resolve()).then(release);
+        // Unsubscribed (an SSE client gone, a timeout operator): a stream ends with its subscription, but work
+        // a Promise handler started runs on, and its lock with it. A handler that has not started yet (pipes
+        // still running) must not start without its lock.
+        if (path.work && !path.workDone) return void path.work.then(release);
+        if (!path.inCall) path.released = true;
+        void release();
       };
     });
+  }
+
+  private answer(
+    error: unknown,
+    context: ExecutionContext,
+    options: RequestLockOptions,
+    method: LockedMethod,
+  ): unknown {
+    try {
+      return this.failures.map(error, context, options, () => holdTimesOf(method).retryAfterSeconds(), method.where);
+    } catch (failure) {
+      // A busyException factory that throws answers with what it threw.
+      return failure;
+    }
   }
 }
 
 function requestOf(context: ExecutionContext): unknown {
   return context.getType() === 'http' ? context.switchToHttp().getRequest<unknown>() : undefined;
-}
-
-/** The resource named in a skip answer: the first key, when the key is known without the arguments. */
-function skippedResource(method: LockedMethod, context: ExecutionContext): string {
-  return method.keys.constant?.[0] ?? `${context.getClass().name}.${context.getHandler().name}`;
 }

@@ -6,10 +6,12 @@ import {
   Logger,
   ServiceUnavailableException,
   BadRequestException,
+  InternalServerErrorException,
 } from '@nestjs/common';
 import type { HttpAdapterHost } from '@nestjs/core';
 import { LockBackendError, LockConfigurationError, LockLostError, LockUnavailableError } from '../core/errors';
 import type { RequestLockOptions } from '../decorators/request-lock-options';
+import { isClientFault } from '../decorators/request-path';
 
 /** The codes clients see (HTTP bodies, RPC errors, GraphQL extensions): stable, documented. */
 export const REQUEST_ERROR_CODES = {
@@ -39,7 +41,14 @@ export class RequestFailures {
   constructor(private readonly adapterHost: HttpAdapterHost | undefined) {}
 
   /** Maps lock errors; anything else passes through untouched. */
-  map(error: unknown, context: ArgumentsHost, options: RequestLockOptions, retryAfter: () => number): unknown {
+  map(
+    error: unknown,
+    context: ArgumentsHost,
+    options: RequestLockOptions,
+    retryAfter: () => number,
+    /** The handler, "Class.method": stripped from messages clients see. */
+    where?: string,
+  ): unknown {
     if (error instanceof LockUnavailableError) {
       if (options.busyException && isExecutionContext(context)) return options.busyException(error, context);
       const seconds =
@@ -73,11 +82,19 @@ export class RequestFailures {
       });
     }
     if (error instanceof LockConfigurationError) {
-      // At request time only the request can be at fault (configuration errors stop the bootstrap).
+      if (!isClientFault(error)) {
+        // A key a server-side call built wrongly, or a setup mistake: the server's fault, said in the logs only.
+        this.logger.error(error.message);
+        return this.toTransport(context, {
+          status: HttpStatus.INTERNAL_SERVER_ERROR,
+          code: 'INTERNAL_ERROR',
+          message: 'Internal server error',
+        });
+      }
       return this.toTransport(context, {
         status: HttpStatus.BAD_REQUEST,
         code: REQUEST_ERROR_CODES.badKey,
-        message: error.message.replace(/^@Locked\(\) on [^:]+: /, ''),
+        message: clientMessage(error.message, where),
       });
     }
     return error;
@@ -97,8 +114,9 @@ export class RequestFailures {
     const type = context.getType<string>();
     if (type === 'rpc') return rpcException(error);
     if (type === 'graphql') return graphQLError(error);
-    if (error.retryAfter !== undefined && this.adapterHost?.httpAdapter) {
-      const response: unknown = context.switchToHttp().getResponse();
+    const response = context.switchToHttp().getResponse<{ headersSent?: boolean } | undefined>();
+    // Headers already gone (a nested lock failing mid-stream): the status cannot change either; say it in the body.
+    if (error.retryAfter !== undefined && this.adapterHost?.httpAdapter && response?.headersSent !== true) {
       this.adapterHost.httpAdapter.setHeader(response, 'Retry-After', String(error.retryAfter));
     }
     const body = {
@@ -108,6 +126,7 @@ export class RequestFailures {
       ...(error.resource === undefined ? {} : { resource: error.resource }),
     };
     if (error.status === HttpStatus.SERVICE_UNAVAILABLE) return new ServiceUnavailableException(body);
+    if (error.status === HttpStatus.INTERNAL_SERVER_ERROR) return new InternalServerErrorException(body);
     if (error.status === HttpStatus.BAD_REQUEST) return new BadRequestException(body);
     return new HttpException(body, error.status);
   }
@@ -135,4 +154,19 @@ function graphQLError(error: ClientError): unknown {
 
 function isExecutionContext(host: ArgumentsHost): host is ExecutionContext {
   return typeof (host as Partial<ExecutionContext>).getHandler === 'function';
+}
+
+/**
+ * What a client reads of a key error: without the "@Locked() on Class.method" that names server code. The
+ * placeholder and what was wrong stay: they are what the client must fix.
+ */
+function clientMessage(message: string, where: string | undefined): string {
+  let text = message;
+  if (where) {
+    for (const prefix of [`@Locked() on ${where}: `, `@Locked() on ${where} `]) {
+      if (text.startsWith(prefix)) text = text.slice(prefix.length);
+    }
+  }
+  // The developer's advice ("Pass a value there, or use a key function…") is not the client's to follow.
+  return text.replace(/ Pass a value there.*$/, '').replace(/^could not build its key from "[^"]*": /, 'The request ');
 }

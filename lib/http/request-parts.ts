@@ -1,5 +1,23 @@
 import type { ExecutionContext } from '@nestjs/common';
-import type { RequestParts } from '../decorators/key-template';
+import { LockConfigurationError } from '../core/errors';
+import type { KeyPair } from '../core/key';
+import type { LockService } from '../core/lock-service';
+import { type RequestParts, USER_MISSING } from '../decorators/key-template';
+import type { LockedMethod } from '../decorators/locked-method';
+import { markClientFault } from '../decorators/request-path';
+
+/**
+ * A handler's keys from its request. A value the request left out or made invalid is the client's fault (a
+ * 400); a {user…} key on a request nobody authenticated yet is the server's setup (a 500, logged).
+ */
+export function requestKeys(locks: LockService, method: LockedMethod, context: ExecutionContext): KeyPair[] {
+  try {
+    return locks.normaliseKeys(method.keys({ args: [], request: requestPartsOf(context) }));
+  } catch (error) {
+    if (!(error instanceof LockConfigurationError && error.option === USER_MISSING)) markClientFault(error);
+    throw error;
+  }
+}
 
 interface HttpRequestLike {
   readonly params?: unknown;

@@ -1,5 +1,6 @@
 import { Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
+import { validateRequestOptions } from '../decorators/request-lock-options';
 import { LockInterceptor } from '../http/lock.interceptor';
 import { REQUEST_LOCK_DEFAULTS } from '../http/locked-handler';
 import type { Subscription } from 'rxjs';
@@ -32,7 +33,8 @@ import { LockedExplorer } from './locked-explorer';
     LockedExplorer,
     {
       provide: REQUEST_LOCK_DEFAULTS,
-      useFactory: (options: DistributedLockModuleOptions) => options.request ?? {},
+      useFactory: (options: DistributedLockModuleOptions) =>
+        validateRequestOptions(options.request, 'DistributedLockModule options') ?? {},
       inject: [DISTRIBUTED_LOCK_MODULE_OPTIONS],
     },
     // Global, so @Locked on a handler needs nothing else: it holds request-keyed locks and answers for all.

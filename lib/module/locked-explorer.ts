@@ -75,6 +75,7 @@ export class LockedExplorer implements OnModuleInit, OnApplicationBootstrap, OnM
         const methods = this.lockedMethods(Object.getPrototypeOf(instance));
         if (methods.length === 0) continue;
         if (!controllers.has(wrapper) && !isResolver(instance)) refuseRequestKeys(methods);
+        refuseRequestKeysOnFieldResolvers(Object.getPrototypeOf(instance) as object, methods);
         for (const method of methods) prepareLockedMethod(method, this.service);
         bindInstance(instance, this.service);
       }
@@ -105,6 +106,21 @@ function isResolver(instance: object): boolean {
 function refuseRequestKeys(methods: readonly LockedMethod[]): void {
   const bad = methods.find((m) => m.keys.fromRequest);
   if (bad) throw new LockConfigurationError(bad.where, messages.decorator.requestKeyOnProvider(bad.where));
+}
+
+/**
+ * Nest runs no interceptors on GraphQL field resolvers unless told to (fieldResolverEnhancers), so a request
+ * key there could never be read: refused, pointing to an argument key.
+ */
+function refuseRequestKeysOnFieldResolvers(prototype: object, methods: readonly LockedMethod[]): void {
+  for (const method of methods) {
+    if (!method.keys.fromRequest) continue;
+    const name = method.where.slice(method.where.lastIndexOf('.') + 1);
+    const handler: unknown = (prototype as Record<string, unknown>)[name];
+    if (typeof handler === 'function' && Reflect.hasMetadata('graphql:resolve_property', handler)) {
+      throw new LockConfigurationError(method.where, messages.decorator.fieldResolverRequestKey(method.where));
+    }
+  }
 }
 
 /** The instances made so far: one for a singleton, one per inquirer for a transient provider. */
