@@ -22,10 +22,11 @@ export const LOCKED_METHOD = Symbol('nestjs-distributed-lock:locked-method');
  * The method becomes async: a sync method returns a Promise of its result.
  *
  * Keys, templates and options are checked when the class is defined and at bootstrap, never on first call.
+ * On a controller or resolver class it locks every handler of the class (one with its own @Locked keeps it).
  */
-export function Locked(key: LockKey, options?: LockedMethodOptions): MethodDecorator {
+export function Locked(key: LockKey, options?: LockedMethodOptions): MethodDecorator & ClassDecorator {
   const { request, ...lockOptions } = options ?? {};
-  return (target, propertyKey, descriptor) => {
+  const decorateMethod = (target: object, propertyKey: string | symbol, descriptor: PropertyDescriptor | undefined) => {
     const owner = typeof target === 'function' ? (target as { name: string }).name : target.constructor.name;
     const where = `${owner}.${String(propertyKey)}`;
     const original: unknown = descriptor?.value;
@@ -59,4 +60,32 @@ export function Locked(key: LockKey, options?: LockedMethodOptions): MethodDecor
     (descriptor as TypedPropertyDescriptor<unknown>).value = locked;
     return descriptor;
   };
+  return ((target: object, propertyKey?: string | symbol, descriptor?: PropertyDescriptor) => {
+    if (propertyKey === undefined) return lockHandlersOf(target as { prototype: object }, decorateMethod);
+    return decorateMethod(target, propertyKey, descriptor);
+  }) as MethodDecorator & ClassDecorator;
+}
+
+/** What marks a method as a handler: an HTTP route, a message or event pattern, a GraphQL query or mutation. */
+const HANDLER_METADATA = ['path', 'microservices:pattern', 'graphql:resolver_name'] as const;
+
+/**
+ * @Locked on a controller or resolver class: every handler of the class is locked as if it carried the
+ * decorator itself (keys per handler, e.g. 'tenant:{headers.x-tenant}'). A handler with its own @Locked keeps
+ * its own; plain helper methods are left alone.
+ */
+function lockHandlersOf(
+  type: { prototype: object },
+  decorateMethod: (target: object, name: string, descriptor: PropertyDescriptor) => unknown,
+): void {
+  const prototype = type.prototype;
+  for (const name of Object.getOwnPropertyNames(prototype)) {
+    const descriptor = Object.getOwnPropertyDescriptor(prototype, name);
+    const handler: unknown = descriptor?.value;
+    if (name === 'constructor' || typeof handler !== 'function') continue;
+    if (Reflect.hasOwnMetadata(LOCKED_METHOD, handler)) continue;
+    if (!HANDLER_METADATA.some((metadataKey) => Reflect.hasOwnMetadata(metadataKey, handler))) continue;
+    decorateMethod(prototype, name, descriptor!);
+    Object.defineProperty(prototype, name, descriptor!);
+  }
 }

@@ -347,3 +347,55 @@ describe('LockService.heldLocks()', () => {
     expect(locks.heldLocks()).toEqual([]);
   });
 });
+
+describe('@Locked on a controller class', () => {
+  it("locks every handler with the class's key, keeps a handler's own @Locked, and leaves helpers alone", async () => {
+    @Controller('tenants')
+    @Locked('tenant:{headers.x-tenant}')
+    class TenantController {
+      @Post('import')
+      async import(): Promise<object> {
+        await work('import');
+        return { key: LockContext.current()!.key };
+      }
+
+      @Post('export')
+      async export(): Promise<object> {
+        return { key: LockContext.current()!.key };
+      }
+
+      @Post('audit/:id')
+      @Locked('audit:{params.id}')
+      async audit(): Promise<object> {
+        return { key: LockContext.current()!.key };
+      }
+
+      helper(): boolean {
+        return LockContext.current() === undefined;
+      }
+    }
+    const app = await startHttpApp('express', {
+      imports: [DistributedLockModule.forRoot({ backends: { default: new MemoryLockBackend() } })],
+      controllers: [TenantController],
+    });
+    const server = app.getHttpServer();
+    const importing = hold('import');
+    const first = request(server)
+      .post('/tenants/import')
+      .set('x-tenant', 'acme')
+      .then((r) => r);
+    await importing.entered;
+    // Another handler of the class, same tenant: the class key holds it off.
+    const exporting = await request(server).post('/tenants/export').set('x-tenant', 'acme');
+    expect(exporting.status).toBe(409);
+    expect(exporting.body).toMatchObject({ resource: 'tenant:acme' });
+    expect((await request(server).post('/tenants/export').set('x-tenant', 'globex')).body).toEqual({
+      key: 'tenant:globex',
+    });
+    expect((await request(server).post('/tenants/audit/9').set('x-tenant', 'acme')).body).toEqual({ key: 'audit:9' });
+    expect(app.get(TenantController).helper()).toBe(true);
+    importing.open();
+    expect((await first).body).toEqual({ key: 'tenant:acme' });
+    await app.close();
+  });
+});
