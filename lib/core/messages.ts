@@ -189,7 +189,7 @@ export const messages = {
 function consequenceOf(operation: string): string {
   if (operation.startsWith('acquire')) return ' The lock was not taken.';
   if (operation.startsWith('release')) {
-    return ' The store may still hold the key until its ttl runs out or its session ends.';
+    return ' The store may still hold the key until it expires or its session ends.';
   }
   if (operation.startsWith('extend')) {
     return ' The lock is trusted only until its validity runs out, unless a later extension succeeds.';
