@@ -9,6 +9,7 @@ import type {
   StoreCall,
   WaitForRelease,
 } from '../lock-backend';
+import { BackgroundWork } from './background-work';
 import { DeletionWatches } from './deletion-watches';
 import { lifetimeController } from './lifetime';
 import { EmptyParents } from './empty-parents';
@@ -33,6 +34,8 @@ interface Claim {
 
 /** ephemeralOwner of a container node (Curator's lock parents): Long.MIN_VALUE. */
 const CONTAINER_OWNER = 0x8000000000000000n;
+/** How long close() waits for the deletes of our nodes on a user's client before it returns (they go on). */
+const CLOSE_WAIT_MS = 1_000;
 
 /**
  * The lock on ZooKeeper, as Apache Curator's InterProcessMutex takes it (see lock-recipe.ts): an
@@ -63,8 +66,12 @@ export class ZooKeeperLockBackendBase implements LockBackend {
   private readonly claims = new Map<string, Claim>();
   private readonly containers = new Set<string>();
   private readonly connectionListeners = new Set<(change: ConnectionChange) => void>();
-  /** Cancels background work (creates whose caller left, retried deletes) on close. */
+  /** Ends on close: cancels waits, and frees callers still waiting for a create. */
   private readonly lifetime = lifetimeController();
+  /** Creates in flight and deletes of nodes nobody waits for: on a user's client they outlive close() a while. */
+  private readonly background = new BackgroundWork();
+  /** The session is the user's: it outlives this backend, and so would every node we leave on it. */
+  private readonly userClient: boolean;
   private initialized = false;
   private closed = false;
 
@@ -73,6 +80,7 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     private readonly driver: ZooKeeperDriver,
   ) {
     this.options = resolveOptions(options);
+    this.userClient = 'client' in this.options.source;
     this.connection = new ZooKeeperConnection({
       driver,
       source: this.options.source,
@@ -133,13 +141,19 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         if (!claim) {
           claim = await this.enqueue(parent, request.signal);
           this.claims.set(id, claim);
+          // close() came while the create was in flight and did not see this claim: it is ours to delete.
+          this.assertOpen('acquire a lock');
         }
         const { children, stat } = await this.list(parent, request.signal);
+        // close() deleted our node meanwhile (it took every claim): never report a lock that is gone.
+        this.assertOpen('acquire a lock');
         const line = contenders(children);
         const place = line.indexOf(claim.name);
         if (place < 0 || claim.generation !== this.connection.generation) {
-          // Our node is gone: its session ended, or someone deleted it. Queue again, once or twice.
+          // Our node is gone (its session ended, or someone deleted it), or it was made on a session we count as
+          // lost — which, on a user's client, may live on: delete it then. Queue again, once or twice.
           this.claims.delete(id);
+          if (place >= 0) this.removeInBackground(claim);
           claim = undefined;
           if (attempt < 2) continue;
           throw new Error('the lock node it had just created disappeared again and again');
@@ -156,7 +170,7 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         return { acquired: false };
       }
     } catch (error) {
-      if (claim && this.claims.get(id) === claim) {
+      if (claim && (this.claims.get(id) === claim || this.closed)) {
         this.claims.delete(id);
         this.removeInBackground(claim);
       }
@@ -231,30 +245,56 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     return () => this.connectionListeners.delete(listener);
   }
 
+  /**
+   * An owned client's session is closed, and the server deletes our nodes with it. A user's client lives on, so
+   * our nodes on it (held, queued, or made by a create still in flight) are deleted here; close() waits for that
+   * up to CLOSE_WAIT_MS (a server that does not answer must not hang shutdown), and the deletes go on for at
+   * most twice the session timeout afterwards.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.emptyParents.flush(1_000);
     this.lifetime.abort();
     this.watches.close();
-    this.claims.clear();
     this.connectionListeners.clear();
-    await this.connection.close();
+    const claims = [...this.claims.values()];
+    this.claims.clear();
+    if (!this.userClient) {
+      this.background.stop();
+      await this.emptyParents.flush(1_000);
+      await this.connection.close();
+      return;
+    }
+    for (const claim of claims) this.removeInBackground(claim);
+    await settleWithin(CLOSE_WAIT_MS, this.finishOnUserClient());
+  }
+
+  /** Deletes what we left on the user's session (bounded), then its empty parents, then lets go of the client. */
+  private async finishOnUserClient(): Promise<void> {
+    try {
+      await this.background.settle(AbortSignal.timeout(2 * this.connection.sessionTimeout));
+      this.background.stop();
+      await this.emptyParents.flush(1_000);
+    } finally {
+      await this.connection.close();
+    }
   }
 
   /**
    * Creates our EPHEMERAL_SEQUENTIAL node in Curator's protected form. If the reply to the create is lost with
    * the connection, the node may exist all the same: it is found again by its uuid rather than leaked. A parent
    * that does not exist (new key, or a container the server just reaped) is created and the create retried.
-   * When the caller gives up first, the create is still seen through, and its node deleted.
+   * When the caller gives up first (or close() frees it), the create is still seen through, and its node deleted.
    */
   private async enqueue(parent: string, signal: AbortSignal): Promise<Claim> {
     const { uuid, prefix } = protectedPrefix();
     const generation = this.connection.generation;
+    // Not the lifetime signal: a create that close() cut short could still have made its node on a user's session.
+    const work = this.background.signal;
     const creating = (async (): Promise<string> => {
       for (let attempt = 0; ; attempt++) {
         try {
-          return await this.connection.call<string>('create a lock node', this.lifetime.signal, (client, reply) =>
+          return await this.connection.call<string>('create a lock node', work, (client, reply) =>
             client.create(childPath(parent, prefix), this.driver.CreateMode.EPHEMERAL_SEQUENTIAL, (error, path) =>
               reply(error, path),
             ),
@@ -262,12 +302,11 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         } catch (error) {
           if (attempt >= 3 || !(error instanceof ZooKeeperReplyError)) throw error;
           if (error.code === this.driver.Exception.NO_NODE) {
-            await this.ensurePath(parent, this.lifetime.signal);
+            await this.ensurePath(parent, work);
           } else if (error.code === this.driver.Exception.CONNECTION_LOSS) {
-            if (this.connection.generation !== generation) throw error;
-            const found = (await this.list(parent, this.lifetime.signal)).children.find((name) =>
-              isCreatedWith(name, uuid),
-            );
+            // An owned session counted as lost is closed with its nodes; a user's client may still carry it.
+            if (this.connection.generation !== generation && !this.userClient) throw error;
+            const found = (await this.list(parent, work)).children.find((name) => isCreatedWith(name, uuid));
             if (found) return childPath(parent, found);
           } else {
             throw error;
@@ -275,16 +314,11 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         }
       }
     })();
-    let path: string;
-    try {
-      path = await untilAborted(creating, signal);
-    } catch (error) {
-      creating.then(
-        (orphan) => this.removeInBackground({ path: orphan, generation }),
-        () => undefined,
-      );
-      throw error;
-    }
+    const handed = handOver(creating, AbortSignal.any([signal, this.lifetime.signal]), (orphan) =>
+      this.removeInBackground({ path: orphan, generation }),
+    );
+    this.background.track(creating);
+    const path = await handed;
     const name = path.slice(path.lastIndexOf('/') + 1);
     return { parent, name, path, generation, held: false };
   }
@@ -320,23 +354,29 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     }
   }
 
-  /** Deletes a node nobody waits for any more, retrying while its session lives and the backend is open. */
+  /**
+   * Deletes a node nobody waits for any more, retrying a few times. An owned client's node dies with its session,
+   * so retries stop when that session is lost or closed; a user's client may carry the session on, so they go on
+   * until the background work ends (close() lets it run for a bounded time).
+   */
   private removeInBackground(claim: { readonly path: string; readonly generation: number }): void {
     const parent = claim.path.slice(0, claim.path.lastIndexOf('/'));
+    const work = this.background.signal;
     const attempt = async (): Promise<void> => {
-      for (let i = 0; i < 10 && !this.closed && claim.generation === this.connection.generation; i++) {
+      for (let i = 0; i < 10 && !work.aborted; i++) {
+        if (!this.userClient && claim.generation !== this.connection.generation) return;
         try {
           await this.removeNode(
             { path: claim.path, parent },
-            AbortSignal.any([this.lifetime.signal, AbortSignal.timeout(this.options.sessionTimeout)]),
+            AbortSignal.any([work, AbortSignal.timeout(this.options.sessionTimeout)]),
           );
           return;
         } catch {
-          await pause(Math.min(1_000, this.options.sessionTimeout / 3), this.lifetime.signal);
+          await pause(Math.min(1_000, this.options.sessionTimeout / 3), work);
         }
       }
     };
-    void attempt();
+    this.background.track(attempt());
   }
 
   private async ensurePath(path: string, signal: AbortSignal): Promise<void> {
@@ -350,6 +390,8 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     const claim = this.claims.get(id);
     if (claim && claim.generation !== this.connection.generation) {
       this.claims.delete(id);
+      // A user's client may still carry that session, and the node on it.
+      if (this.userClient) this.removeInBackground(claim);
       return undefined;
     }
     return claim;
@@ -357,13 +399,11 @@ export class ZooKeeperLockBackendBase implements LockBackend {
 
   private onSessionChange(change: ConnectionChange, generation: number): void {
     if (change.state === 'lost') {
-      const userClient = 'client' in this.options.source;
       for (const [id, claim] of [...this.claims]) {
         if (claim.generation !== generation) continue;
         this.claims.delete(id);
         // A user's client may still hold the old session (we could only presume it lost): delete what was ours.
-        if (userClient)
-          void this.removeNode(claim, AbortSignal.timeout(this.options.sessionTimeout)).catch(() => undefined);
+        if (this.userClient) this.removeInBackground(claim);
         if (claim.held) claim.onLost?.(change.reason);
       }
       this.watches.wakeAll();
@@ -386,16 +426,25 @@ function claimId(lease: LeaseRef): string {
   return `${lease.owner}\u0000${lease.key}`;
 }
 
-/** Rejects with the signal's reason as soon as it aborts; the work itself goes on. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
+/**
+ * `work`'s value for the caller, or a rejection with the signal's reason as soon as it aborts; the work goes on,
+ * and a value it yields after the caller left goes to `orphan`. Exactly one of them gets it: deciding in one
+ * place leaves no instant where a node is neither the caller's nor deleted.
+ */
+function handOver<T>(work: Promise<T>, signal: AbortSignal, orphan: (value: T) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
+    let left = false;
+    const onAbort = (): void => {
+      left = true;
+      reject(signal.reason);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
     work.then(
       (value) => {
         signal.removeEventListener('abort', onAbort);
-        resolve(value);
+        if (left) orphan(value);
+        else resolve(value);
       },
       (error: unknown) => {
         signal.removeEventListener('abort', onAbort);
@@ -403,6 +452,13 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/** Waits for `work`, but at most `ms` (unref'd): it goes on afterwards. */
+async function settleWithin(ms: number, work: Promise<void>): Promise<void> {
+  const stop = new AbortController();
+  await Promise.race([work, pause(ms, stop.signal)]);
+  stop.abort();
 }
 
 /** Waits `ms` (unref'd) or until `signal` aborts. */
