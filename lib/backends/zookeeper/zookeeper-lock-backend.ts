@@ -183,13 +183,13 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     const id = claimId(lease);
     const claim = this.currentClaim(id);
     if (!claim) return false;
+    // Ours to delete from now on: a close() meanwhile must not delete it too and make this answer "not held".
+    this.claims.delete(id);
     try {
       const removed = await this.removeNode(claim, call.signal);
-      this.claims.delete(id);
       return removed && claim.held;
     } catch (error) {
       // Nobody may take the key while our node stays: keep trying after the caller gave up.
-      this.claims.delete(id);
       this.removeInBackground(claim);
       throw backendError('release a lock', error);
     }
