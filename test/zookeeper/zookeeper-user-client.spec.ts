@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import type { Client } from 'node-zookeeper-client';
+import { Exception, type Client } from 'node-zookeeper-client';
 import type { AcquireRequest, ConnectionChange } from '../../lib';
 import { ZooKeeperLockBackend } from '../../lib/backends/zookeeper';
 import {
@@ -107,4 +107,36 @@ describe('ZooKeeperLockBackend on a client the user passed in', () => {
       await link.close();
     }
   }, 40_000);
+  it('a try-once attempt whose delete of its own node fails still deletes it (no node left in line)', async () => {
+    const client = await rawClient(connect, { sessionTimeout: 10_000 });
+    const other = new ZooKeeperLockBackend({ connectionString: connect, rootPath, sessionTimeout: 10_000 });
+    const backend = new ZooKeeperLockBackend({ client, rootPath });
+    const realRemove = client.remove.bind(client);
+    try {
+      await other.init(AbortSignal.timeout(15_000));
+      await backend.init(AbortSignal.timeout(15_000));
+      const key = `try-once:${randomUUID()}`;
+      const holder = owner();
+      expect((await other.acquire(request(key, holder))).acquired).toBe(true);
+      // The connection drops just as the delete is due: it never reaches the server. (A user's client, because
+      // its remove can be replaced here; an owned client's session lives on just the same.)
+      let dropped = 0;
+      const connectionLost = Exception as unknown as { create(code: number, path?: string): Exception };
+      client.remove = ((path: string, version: number, callback: (error: Error | Exception | null) => void): void => {
+        if (dropped++ === 0) callback(connectionLost.create(Exception.CONNECTION_LOSS, path));
+        else realRemove(path, version, callback);
+      }) as Client['remove'];
+      await expect(backend.acquire(request(key, owner(), false))).rejects.toMatchObject({ code: 'LOCK_BACKEND' });
+      expect(dropped).toBeGreaterThanOrEqual(1);
+      // Our node would otherwise stand behind the holder for as long as the session lives, before every waiter.
+      await eventually(async () => expect(await children(inspector, backend.lockPath(key))).toHaveLength(1), 5_000);
+      expect(await other.release({ key, owner: holder }, call)).toBe(true);
+      expect(await other.isLocked(key, call)).toBe(false);
+    } finally {
+      client.remove = realRemove;
+      await backend.close();
+      await other.close();
+      await closeClient(client);
+    }
+  }, 30_000);
 });

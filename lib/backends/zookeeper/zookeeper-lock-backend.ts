@@ -166,7 +166,14 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         claim.predecessor = line[place - 1];
         if (request.keepPlace) return { acquired: false, queued: true };
         this.claims.delete(id);
-        await this.removeNode(claim, request.signal);
+        const leaving = claim;
+        claim = undefined;
+        await this.removeNode(leaving, request.signal).catch((error: unknown) => {
+          // No longer in the claims, so the catch below would not see it: a node left here stays in line for
+          // as long as our session lives, and everyone behind it waits.
+          this.removeInBackground(leaving);
+          throw error;
+        });
         return { acquired: false };
       }
     } catch (error) {
