@@ -11,6 +11,7 @@ import type {
 } from '../lock-backend';
 import { BackgroundWork } from './background-work';
 import { DeletionWatches } from './deletion-watches';
+import { handOver, pause, settleWithin } from './waiting';
 import { lifetimeController } from './lifetime';
 import { EmptyParents } from './empty-parents';
 import { encodeKey } from './key-encoding';
@@ -198,7 +199,12 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     } catch (error) {
       // Nobody may take the key while our node stays: keep trying after the caller gave up.
       this.removeInBackground(claim);
-      throw backendError('release a lock', error);
+      throw backendError(
+        'release a lock',
+        error,
+        'The backend keeps deleting its lock node in the background; at the latest it goes with the ZooKeeper ' +
+          'session. Check that the ZooKeeper ensemble is up and reachable from this process.',
+      );
     }
   }
 
@@ -431,53 +437,4 @@ export class ZooKeeperLockBackendBase implements LockBackend {
 
 function claimId(lease: LeaseRef): string {
   return `${lease.owner}\u0000${lease.key}`;
-}
-
-/**
- * `work`'s value for the caller, or a rejection with the signal's reason as soon as it aborts; the work goes on,
- * and a value it yields after the caller left goes to `orphan`. Exactly one of them gets it: deciding in one
- * place leaves no instant where a node is neither the caller's nor deleted.
- */
-function handOver<T>(work: Promise<T>, signal: AbortSignal, orphan: (value: T) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let left = false;
-    const onAbort = (): void => {
-      left = true;
-      reject(signal.reason);
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        if (left) orphan(value);
-        else resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-/** Waits for `work`, but at most `ms` (unref'd): it goes on afterwards. */
-async function settleWithin(ms: number, work: Promise<void>): Promise<void> {
-  const stop = new AbortController();
-  await Promise.race([work, pause(ms, stop.signal)]);
-  stop.abort();
-}
-
-/** Waits `ms` (unref'd) or until `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
