@@ -301,17 +301,20 @@ export class ZooKeeperLockBackendBase implements LockBackend {
    */
   private async enqueue(parent: string, signal: AbortSignal): Promise<Claim> {
     const { uuid, prefix } = protectedPrefix();
-    const generation = this.connection.generation;
     // Not the lifetime signal: a create that close() cut short could still have made its node on a user's session.
     const work = this.background.signal;
-    const creating = (async (): Promise<string> => {
+    // A node lives on the session of the create that made it: a retry after a session loss makes it on the new
+    // one, and tagging it with the old would leave it undeleted there (owned sessions' leftovers are skipped).
+    const creating = (async (): Promise<{ path: string; generation: number }> => {
       for (let attempt = 0; ; attempt++) {
+        const generation = this.connection.generation;
         try {
-          return await this.connection.call<string>('create a lock node', work, (client, reply) =>
-            client.create(childPath(parent, prefix), this.driver.CreateMode.EPHEMERAL_SEQUENTIAL, (error, path) =>
-              reply(error, path),
+          const path = await this.connection.call<string>('create a lock node', work, (client, reply) =>
+            client.create(childPath(parent, prefix), this.driver.CreateMode.EPHEMERAL_SEQUENTIAL, (error, made) =>
+              reply(error, made),
             ),
           );
+          return { path, generation };
         } catch (error) {
           if (attempt >= 3 || !(error instanceof ZooKeeperReplyError)) throw error;
           if (error.code === this.driver.Exception.NO_NODE) {
@@ -320,7 +323,7 @@ export class ZooKeeperLockBackendBase implements LockBackend {
             // An owned session counted as lost is closed with its nodes; a user's client may still carry it.
             if (this.connection.generation !== generation && !this.userClient) throw error;
             const found = (await this.list(parent, work)).children.find((name) => isCreatedWith(name, uuid));
-            if (found) return childPath(parent, found);
+            if (found) return { path: childPath(parent, found), generation };
           } else {
             throw error;
           }
@@ -328,10 +331,10 @@ export class ZooKeeperLockBackendBase implements LockBackend {
       }
     })();
     const handed = handOver(creating, AbortSignal.any([signal, this.lifetime.signal]), (orphan) =>
-      this.removeInBackground({ path: orphan, generation }),
+      this.removeInBackground(orphan),
     );
     this.background.track(creating);
-    const path = await handed;
+    const { path, generation } = await handed;
     const name = path.slice(path.lastIndexOf('/') + 1);
     return { parent, name, path, generation, held: false };
   }
