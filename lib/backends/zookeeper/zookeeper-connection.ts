@@ -139,6 +139,8 @@ export class ZooKeeperConnection {
       signal.addEventListener('abort', onAbort, { once: true });
       this.connectedWaiters.add(finish);
     });
+    // close() wakes the waiters: an init still connecting must not keep the closed backend busy for its timeout.
+    if (this.closed) throw closedError('connect');
   }
 
   /** Closes a client this backend opened (its ephemeral nodes go with it); a user's client stays open. */
@@ -146,6 +148,7 @@ export class ZooKeeperConnection {
     if (this.closed) return;
     this.closed = true;
     this.stopTimers();
+    for (const wake of [...this.connectedWaiters]) wake();
     const client = this.client;
     this.client = undefined;
     if (client) await this.retire(client);

@@ -9,7 +9,9 @@ import type {
   StoreCall,
   WaitForRelease,
 } from '../lock-backend';
+import { BackgroundWork } from './background-work';
 import { DeletionWatches } from './deletion-watches';
+import { handOver, pause, settleWithin } from './waiting';
 import { lifetimeController } from './lifetime';
 import { EmptyParents } from './empty-parents';
 import { encodeKey } from './key-encoding';
@@ -33,6 +35,8 @@ interface Claim {
 
 /** ephemeralOwner of a container node (Curator's lock parents): Long.MIN_VALUE. */
 const CONTAINER_OWNER = 0x8000000000000000n;
+/** How long close() waits for the deletes of our nodes on a user's client before it returns (they go on). */
+const CLOSE_WAIT_MS = 1_000;
 
 /**
  * The lock on ZooKeeper, as Apache Curator's InterProcessMutex takes it (see lock-recipe.ts): an
@@ -63,8 +67,12 @@ export class ZooKeeperLockBackendBase implements LockBackend {
   private readonly claims = new Map<string, Claim>();
   private readonly containers = new Set<string>();
   private readonly connectionListeners = new Set<(change: ConnectionChange) => void>();
-  /** Cancels background work (creates whose caller left, retried deletes) on close. */
+  /** Ends on close: cancels waits, and frees callers still waiting for a create. */
   private readonly lifetime = lifetimeController();
+  /** Creates in flight and deletes of nodes nobody waits for: on a user's client they outlive close() a while. */
+  private readonly background = new BackgroundWork();
+  /** The session is the user's: it outlives this backend, and so would every node we leave on it. */
+  private readonly userClient: boolean;
   private initialized = false;
   private closed = false;
 
@@ -73,6 +81,7 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     private readonly driver: ZooKeeperDriver,
   ) {
     this.options = resolveOptions(options);
+    this.userClient = 'client' in this.options.source;
     this.connection = new ZooKeeperConnection({
       driver,
       source: this.options.source,
@@ -133,13 +142,19 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         if (!claim) {
           claim = await this.enqueue(parent, request.signal);
           this.claims.set(id, claim);
+          // close() came while the create was in flight and did not see this claim: it is ours to delete.
+          this.assertOpen('acquire a lock');
         }
         const { children, stat } = await this.list(parent, request.signal);
+        // close() deleted our node meanwhile (it took every claim): never report a lock that is gone.
+        this.assertOpen('acquire a lock');
         const line = contenders(children);
         const place = line.indexOf(claim.name);
         if (place < 0 || claim.generation !== this.connection.generation) {
-          // Our node is gone: its session ended, or someone deleted it. Queue again, once or twice.
+          // Our node is gone (its session ended, or someone deleted it), or it was made on a session we count as
+          // lost — which, on a user's client, may live on: delete it then. Queue again, once or twice.
           this.claims.delete(id);
+          if (place >= 0) this.removeInBackground(claim);
           claim = undefined;
           if (attempt < 2) continue;
           throw new Error('the lock node it had just created disappeared again and again');
@@ -152,11 +167,18 @@ export class ZooKeeperLockBackendBase implements LockBackend {
         claim.predecessor = line[place - 1];
         if (request.keepPlace) return { acquired: false, queued: true };
         this.claims.delete(id);
-        await this.removeNode(claim, request.signal);
+        const leaving = claim;
+        claim = undefined;
+        await this.removeNode(leaving, request.signal).catch((error: unknown) => {
+          // No longer in the claims, so the catch below would not see it: a node left here stays in line for
+          // as long as our session lives, and everyone behind it waits.
+          this.removeInBackground(leaving);
+          throw error;
+        });
         return { acquired: false };
       }
     } catch (error) {
-      if (claim && this.claims.get(id) === claim) {
+      if (claim && (this.claims.get(id) === claim || this.closed)) {
         this.claims.delete(id);
         this.removeInBackground(claim);
       }
@@ -169,15 +191,20 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     const id = claimId(lease);
     const claim = this.currentClaim(id);
     if (!claim) return false;
+    // Ours to delete from now on: a close() meanwhile must not delete it too and make this answer "not held".
+    this.claims.delete(id);
     try {
       const removed = await this.removeNode(claim, call.signal);
-      this.claims.delete(id);
       return removed && claim.held;
     } catch (error) {
       // Nobody may take the key while our node stays: keep trying after the caller gave up.
-      this.claims.delete(id);
       this.removeInBackground(claim);
-      throw backendError('release a lock', error);
+      throw backendError(
+        'release a lock',
+        error,
+        'The backend keeps deleting its lock node in the background; at the latest it goes with the ZooKeeper ' +
+          'session. Check that the ZooKeeper ensemble is up and reachable from this process.',
+      );
     }
   }
 
@@ -231,60 +258,83 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     return () => this.connectionListeners.delete(listener);
   }
 
+  /**
+   * An owned client's session is closed, and the server deletes our nodes with it. A user's client lives on, so
+   * our nodes on it (held, queued, or made by a create still in flight) are deleted here; close() waits for that
+   * up to CLOSE_WAIT_MS (a server that does not answer must not hang shutdown), and the deletes go on for at
+   * most twice the session timeout afterwards.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.emptyParents.flush(1_000);
     this.lifetime.abort();
     this.watches.close();
-    this.claims.clear();
     this.connectionListeners.clear();
-    await this.connection.close();
+    const claims = [...this.claims.values()];
+    this.claims.clear();
+    if (!this.userClient) {
+      this.background.stop();
+      await this.emptyParents.flush(1_000);
+      await this.connection.close();
+      return;
+    }
+    for (const claim of claims) this.removeInBackground(claim);
+    await settleWithin(CLOSE_WAIT_MS, this.finishOnUserClient());
+  }
+
+  /** Deletes what we left on the user's session (bounded), then its empty parents, then lets go of the client. */
+  private async finishOnUserClient(): Promise<void> {
+    try {
+      await this.background.settle(AbortSignal.timeout(2 * this.connection.sessionTimeout));
+      this.background.stop();
+      await this.emptyParents.flush(1_000);
+    } finally {
+      await this.connection.close();
+    }
   }
 
   /**
    * Creates our EPHEMERAL_SEQUENTIAL node in Curator's protected form. If the reply to the create is lost with
    * the connection, the node may exist all the same: it is found again by its uuid rather than leaked. A parent
    * that does not exist (new key, or a container the server just reaped) is created and the create retried.
-   * When the caller gives up first, the create is still seen through, and its node deleted.
+   * When the caller gives up first (or close() frees it), the create is still seen through, and its node deleted.
    */
   private async enqueue(parent: string, signal: AbortSignal): Promise<Claim> {
     const { uuid, prefix } = protectedPrefix();
-    const generation = this.connection.generation;
-    const creating = (async (): Promise<string> => {
+    // Not the lifetime signal: a create that close() cut short could still have made its node on a user's session.
+    const work = this.background.signal;
+    // A node lives on the session of the create that made it: a retry after a session loss makes it on the new
+    // one, and tagging it with the old would leave it undeleted there (owned sessions' leftovers are skipped).
+    const creating = (async (): Promise<{ path: string; generation: number }> => {
       for (let attempt = 0; ; attempt++) {
+        const generation = this.connection.generation;
         try {
-          return await this.connection.call<string>('create a lock node', this.lifetime.signal, (client, reply) =>
-            client.create(childPath(parent, prefix), this.driver.CreateMode.EPHEMERAL_SEQUENTIAL, (error, path) =>
-              reply(error, path),
+          const path = await this.connection.call<string>('create a lock node', work, (client, reply) =>
+            client.create(childPath(parent, prefix), this.driver.CreateMode.EPHEMERAL_SEQUENTIAL, (error, made) =>
+              reply(error, made),
             ),
           );
+          return { path, generation };
         } catch (error) {
           if (attempt >= 3 || !(error instanceof ZooKeeperReplyError)) throw error;
           if (error.code === this.driver.Exception.NO_NODE) {
-            await this.ensurePath(parent, this.lifetime.signal);
+            await this.ensurePath(parent, work);
           } else if (error.code === this.driver.Exception.CONNECTION_LOSS) {
-            if (this.connection.generation !== generation) throw error;
-            const found = (await this.list(parent, this.lifetime.signal)).children.find((name) =>
-              isCreatedWith(name, uuid),
-            );
-            if (found) return childPath(parent, found);
+            // An owned session counted as lost is closed with its nodes; a user's client may still carry it.
+            if (this.connection.generation !== generation && !this.userClient) throw error;
+            const found = (await this.list(parent, work)).children.find((name) => isCreatedWith(name, uuid));
+            if (found) return { path: childPath(parent, found), generation };
           } else {
             throw error;
           }
         }
       }
     })();
-    let path: string;
-    try {
-      path = await untilAborted(creating, signal);
-    } catch (error) {
-      creating.then(
-        (orphan) => this.removeInBackground({ path: orphan, generation }),
-        () => undefined,
-      );
-      throw error;
-    }
+    const handed = handOver(creating, AbortSignal.any([signal, this.lifetime.signal]), (orphan) =>
+      this.removeInBackground(orphan),
+    );
+    this.background.track(creating);
+    const { path, generation } = await handed;
     const name = path.slice(path.lastIndexOf('/') + 1);
     return { parent, name, path, generation, held: false };
   }
@@ -320,23 +370,29 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     }
   }
 
-  /** Deletes a node nobody waits for any more, retrying while its session lives and the backend is open. */
+  /**
+   * Deletes a node nobody waits for any more, retrying a few times. An owned client's node dies with its session,
+   * so retries stop when that session is lost or closed; a user's client may carry the session on, so they go on
+   * until the background work ends (close() lets it run for a bounded time).
+   */
   private removeInBackground(claim: { readonly path: string; readonly generation: number }): void {
     const parent = claim.path.slice(0, claim.path.lastIndexOf('/'));
+    const work = this.background.signal;
     const attempt = async (): Promise<void> => {
-      for (let i = 0; i < 10 && !this.closed && claim.generation === this.connection.generation; i++) {
+      for (let i = 0; i < 10 && !work.aborted; i++) {
+        if (!this.userClient && claim.generation !== this.connection.generation) return;
         try {
           await this.removeNode(
             { path: claim.path, parent },
-            AbortSignal.any([this.lifetime.signal, AbortSignal.timeout(this.options.sessionTimeout)]),
+            AbortSignal.any([work, AbortSignal.timeout(this.options.sessionTimeout)]),
           );
           return;
         } catch {
-          await pause(Math.min(1_000, this.options.sessionTimeout / 3), this.lifetime.signal);
+          await pause(Math.min(1_000, this.options.sessionTimeout / 3), work);
         }
       }
     };
-    void attempt();
+    this.background.track(attempt());
   }
 
   private async ensurePath(path: string, signal: AbortSignal): Promise<void> {
@@ -350,6 +406,8 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     const claim = this.claims.get(id);
     if (claim && claim.generation !== this.connection.generation) {
       this.claims.delete(id);
+      // A user's client may still carry that session, and the node on it.
+      if (this.userClient) this.removeInBackground(claim);
       return undefined;
     }
     return claim;
@@ -357,13 +415,11 @@ export class ZooKeeperLockBackendBase implements LockBackend {
 
   private onSessionChange(change: ConnectionChange, generation: number): void {
     if (change.state === 'lost') {
-      const userClient = 'client' in this.options.source;
       for (const [id, claim] of [...this.claims]) {
         if (claim.generation !== generation) continue;
         this.claims.delete(id);
         // A user's client may still hold the old session (we could only presume it lost): delete what was ours.
-        if (userClient)
-          void this.removeNode(claim, AbortSignal.timeout(this.options.sessionTimeout)).catch(() => undefined);
+        if (this.userClient) this.removeInBackground(claim);
         if (claim.held) claim.onLost?.(change.reason);
       }
       this.watches.wakeAll();
@@ -384,37 +440,4 @@ export class ZooKeeperLockBackendBase implements LockBackend {
 
 function claimId(lease: LeaseRef): string {
   return `${lease.owner}\u0000${lease.key}`;
-}
-
-/** Rejects with the signal's reason as soon as it aborts; the work itself goes on. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-/** Waits `ms` (unref'd) or until `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
