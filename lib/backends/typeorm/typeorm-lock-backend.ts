@@ -166,12 +166,15 @@ export class TypeOrmLockBackend implements LockBackend {
     return this.connection.watch(listener);
   }
 
-  /** Gives up held session locks, stops listening, and destroys the DataSource if the backend created it. */
+  /**
+   * Gives up held session locks, stops listening, and destroys the DataSource if the backend created it. The
+   * locks go first, and both at once: a LISTEN still waiting for a pool connection that the held locks use
+   * must not keep them held.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.listener?.close();
-    await this.locks.close();
+    await Promise.all([this.locks.close(), this.listener?.close()]);
     if (this.ownsDataSource && this.dataSource.isInitialized) await this.dataSource.destroy();
   }
 
@@ -232,6 +235,8 @@ export class TypeOrmLockBackend implements LockBackend {
       // says nothing about it, and 'suspended' would make the core give up every session lock at once.
       if (this.options.mode === 'lease') this.connection.failed(error);
       if (error instanceof LockBackendError) throw error;
+      // close() ended the call: say so rather than what the interrupted statement happened to report.
+      if (this.closed) throw closedError(operation);
       throw backendError(operation, error);
     }
   }
