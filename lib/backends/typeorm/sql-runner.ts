@@ -39,39 +39,35 @@ export class SqlRunner {
   /**
    * On a pool connection, with the statement's row-lock wait bounded (dialect.leaseLockWait), for statements
    * that write a lock row: `signal` cannot withdraw a statement already sent, so the bound is what gives its
-   * pool connection back when someone else's transaction holds the row. A connection whose bound could not be
-   * undone is closed rather than pooled.
+   * pool connection back when someone else's transaction holds the row.
    */
   async runBounded<T>(statement: Statement<T>, signal: AbortSignal): Promise<T> {
-    const bound = this.dialect.leaseLockWait;
-    if (!bound) return this.run(statement, undefined, signal);
+    if (!this.dialect.leaseLockWait) return this.run(statement, undefined, signal);
     const runner = this.dataSource.createQueryRunner();
-    const connection = (await connectUnlessAborted(runner, signal)) as { destroy?: () => void } | undefined;
-    let clean = false;
+    await connectUnlessAborted(runner, signal);
+    try {
+      return await this.runBoundedOn(runner, statement);
+    } finally {
+      await runner.release().catch(() => undefined);
+    }
+  }
+
+  /**
+   * On `runner`, outside any transaction of its own, with the row-lock wait bounded as in runBounded. A
+   * connection whose bound could not be undone is closed (it would leave the pool with a short lock wait, or
+   * inside a transaction), and the statement's error thrown.
+   */
+  async runBoundedOn<T>(runner: QueryRunner, statement: Statement<T>): Promise<T> {
+    const bound = this.dialect.leaseLockWait;
+    if (!bound) return this.run(statement, runner);
     try {
       await runner.query(bound.begin);
-      try {
-        const result = statement.read(await this.query(runner, statement));
-        await runner.query(bound.end);
-        clean = true;
-        return result;
-      } catch (error) {
-        await runner.query(bound.abort).then(
-          () => (clean = true),
-          () => undefined,
-        );
-        throw error;
-      }
-    } finally {
-      if (!clean) {
-        try {
-          // mysql2 connections leave their pool this way; pg ones already left it when TypeORM saw the error.
-          connection?.destroy?.();
-        } catch {
-          // Already gone.
-        }
-      }
-      await runner.release().catch(() => undefined);
+      const result = statement.read(await this.query(runner, statement));
+      await runner.query(bound.end);
+      return result;
+    } catch (error) {
+      await runner.query(bound.abort).catch(() => closeConnection(runner));
+      throw error;
     }
   }
 
@@ -111,5 +107,20 @@ export async function connectUnlessAborted(runner: QueryRunner, signal: AbortSig
     throw error;
   } finally {
     signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Takes a connection that cannot be cleaned up out of its pool; never throws. */
+async function closeConnection(runner: QueryRunner): Promise<void> {
+  try {
+    if (runner.isReleased) return;
+    // pg: released with an error, pg-pool closes the client instead of pooling it (a TypeORM method).
+    const pg = runner as QueryRunner & { releasePostgresConnection?: (error: Error) => Promise<void> };
+    if (pg.releasePostgresConnection) return await pg.releasePostgresConnection(new Error('not reusable'));
+    // mysql2: destroy() closes the socket and takes the connection out of its pool.
+    const connection = (await runner.connect()) as { destroy?: () => void } | undefined;
+    connection?.destroy?.();
+  } catch {
+    // Already gone.
   }
 }

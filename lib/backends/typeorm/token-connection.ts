@@ -1,4 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { BUSY_RETRY_MS, pause, untilAborted } from './abortable';
 import type { Statement } from './dialect';
 import { isConnectionError } from './errors';
 import { connectUnlessAborted, type SqlRunner } from './sql-runner';
@@ -15,9 +16,6 @@ interface Open {
   broken: boolean;
   readonly unwatch: () => void;
 }
-
-/** Pause between two tries of a statement whose row another transaction holds; other keys' turns run in it. */
-const BUSY_RETRY_MS = 20;
 
 /**
  * One connection the backend keeps for raising fencing counters in session row mode, where the counter must
@@ -137,19 +135,4 @@ export class TokenConnection {
     }
     await open.runner.release().catch(() => undefined);
   }
-}
-
-/** `work`, or a rejection with the signal's reason as soon as it aborts. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  return Promise.race([work, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return untilAborted(new Promise<void>((resolve) => setTimeout(resolve, ms).unref()), signal);
 }

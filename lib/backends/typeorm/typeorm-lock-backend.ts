@@ -15,7 +15,7 @@ import type { SqlDialect } from './dialect';
 import { mysqlDialect } from './dialects/mysql';
 import { postgresDialect } from './dialects/postgres';
 import { sqliteDialect } from './dialects/sqlite';
-import { BACKEND_KIND, backendError, closedError, describeCause } from './errors';
+import { BACKEND_KIND, backendError, closedError, describeCause, SqlCallError } from './errors';
 import { LeaseLocks } from './lease-locks';
 import { createLockTable, lockId } from './lock-table';
 import { type ResolvedOptions, resolveOptions, type SqlDatabase, type TypeOrmLockBackendOptions } from './options';
@@ -224,7 +224,12 @@ export class TypeOrmLockBackend implements LockBackend {
    */
   private async store<T>(operation: string, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
     if (this.closed) throw closedError(operation);
-    if (signal.aborted) throw backendError(operation, signal.reason ?? new Error('cancelled'));
+    if (signal.aborted) {
+      const cancelled = new SqlCallError('The call was cancelled before anything was sent to the database.', {
+        cause: signal.reason,
+      });
+      throw backendError(operation, cancelled);
+    }
     await this.init(signal);
     try {
       const result = await work();
