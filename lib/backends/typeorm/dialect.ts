@@ -61,7 +61,20 @@ export interface SqlDialect {
   tryAdvisoryLock(name: string): Statement<boolean>;
   advisoryUnlock(name: string): Statement<boolean>;
   isAdvisoryLocked(name: string): Statement<boolean>;
-  /** The error a NOWAIT lock attempt fails with when another transaction holds the row. */
+  /**
+   * Session mode, on the backend's own token connection: bounds how long one statement waits for a row lock
+   * (`bound`), and undoes that before the connection goes back to the pool (`unbound`). A counter row held by
+   * someone else's long transaction must not stall the token connection, which every key's acquire shares.
+   */
+  readonly tokenLockWait?: { readonly bound: string; readonly unbound: string };
+  /**
+   * Lease mode, around each statement that writes a lock row on a pool connection: `begin` bounds its row-lock
+   * wait, `end` (after success) and `abort` (after failure) undo that before the connection goes back to the
+   * pool. A lock row held by a transaction outside the backend then fails the statement (isBusyError) instead
+   * of keeping a pool connection for as long as that transaction lasts.
+   */
+  readonly leaseLockWait?: { readonly begin: string; readonly end: string; readonly abort: string };
+  /** The error a NOWAIT lock attempt (or a bounded lock wait) fails with when another transaction holds the row. */
   isBusyError(error: unknown): boolean;
 }
 

@@ -36,13 +36,29 @@ export function describeCause(error: unknown): string {
   return `${code}${message}`.replace(/\/\/[^/@\s]*:[^/@\s]*@/g, '//***:***@');
 }
 
-export function backendError(operation: string, error: unknown): LockBackendError {
-  return new LockBackendError(
-    BACKEND_KIND,
-    `${messages.backendFailed(BACKEND_KIND, operation)} The database said: ${describeCause(error)}`,
-    [],
-    { cause: error },
+/**
+ * A failure the backend saw itself rather than an error the database returned (no pool connection in time, a
+ * connection that died under a lock being taken): its message is shown as it is, not as "the database said".
+ */
+export class SqlCallError extends Error {
+  override readonly name = 'SqlCallError';
+}
+
+/** The call gave up waiting for a pool connection: its statement never reached the database. */
+export function noPoolConnection(reason: unknown): SqlCallError {
+  return new SqlCallError(
+    'No pool connection became free before the call had to give up, so nothing was sent to the database ' +
+      '(every connection of the pool was in use: by held session locks, waiting statements or the app). ' +
+      "Raise the DataSource's pool size, or operationTimeout if the wait was merely short.",
+    { cause: reason },
   );
+}
+
+export function backendError(operation: string, error: unknown): LockBackendError {
+  const said = error instanceof SqlCallError ? error.message : `The database said: ${describeCause(error)}`;
+  return new LockBackendError(BACKEND_KIND, `${messages.backendFailed(BACKEND_KIND, operation)} ${said}`, [], {
+    cause: error,
+  });
 }
 
 export function closedError(operation: string): LockBackendError {

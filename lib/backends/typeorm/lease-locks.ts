@@ -1,6 +1,10 @@
 import type { AcquireOutcome, AcquireRequest, LeaseRef } from '../lock-backend';
 import { lockId } from './lock-table';
+import type { LeaseAttempt } from './dialect';
 import type { SqlRunner } from './sql-runner';
+
+/** For calls made without a signal: nothing to stop the wait for a pool connection. */
+const NEVER = new AbortController().signal;
 
 /**
  * Lease mode: one row per key whose expiry is compared on the database server's clock. An uncontended
@@ -18,11 +22,17 @@ export class LeaseLocks {
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
     const { table, dialect } = this.sql;
     const id = lockId(request.key);
-    const attempt = await this.sql.run(
-      dialect.acquireLease(table, id, request.key, request.owner, request.ttl),
-      undefined,
-      request.signal,
-    );
+    let attempt: LeaseAttempt;
+    try {
+      attempt = await this.sql.runBounded(
+        dialect.acquireLease(table, id, request.key, request.owner, request.ttl),
+        request.signal,
+      );
+    } catch (error) {
+      // A transaction outside the backend holds the row past the bounded wait: as good as busy for now.
+      if (dialect.isBusyError(error)) return { acquired: false };
+      throw error;
+    }
     if (attempt.token !== undefined) return { acquired: true, fencingToken: attempt.token };
     // Busy: how long the holder has left caps the caller's polling pause (and feeds HTTP Retry-After).
     const retryAfterMs =
@@ -32,16 +42,15 @@ export class LeaseLocks {
 
   release(lease: LeaseRef, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.run(
+    return this.sql.runBounded(
       dialect.releaseLease(table, lockId(lease.key), lease.owner, this.notifyChannel),
-      undefined,
-      signal,
+      signal ?? NEVER,
     );
   }
 
   extend(lease: LeaseRef, ttl: number, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.run(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl), undefined, signal);
+    return this.sql.runBounded(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl), signal ?? NEVER);
   }
 
   isLocked(key: string, signal?: AbortSignal): Promise<boolean> {

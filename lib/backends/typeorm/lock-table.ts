@@ -54,12 +54,19 @@ export function sessionLockId(key: string): string {
   return lockId(`${key}\u0000session`);
 }
 
-export function lockTable(tableName: string): Table {
+/**
+ * The table's definition for the database behind `runner`. On MySQL/MariaDB `lock_key` is utf8mb4 whatever
+ * the database's default charset (latin1 before MySQL 8, utf8mb3 on older MariaDB), which would reject keys
+ * like 日本 or 🔒 with ER_TRUNC. Other databases have no per-column charset (PostgreSQL's is the database's).
+ */
+export function lockTable(tableName: string, runner?: QueryRunner): Table {
+  const type = runner?.connection.options.type;
+  const mysql = type === 'mysql' || type === 'mariadb' || type === 'aurora-mysql';
   return new Table({
     name: tableName,
     columns: [
       { name: LOCK_COLUMNS.id, type: 'varchar', length: '64', isPrimary: true },
-      { name: LOCK_COLUMNS.key, type: 'text' },
+      { name: LOCK_COLUMNS.key, type: 'text', ...(mysql ? { charset: 'utf8mb4' } : {}) },
       { name: LOCK_COLUMNS.owner, type: 'varchar', length: '32', isNullable: true },
       { name: LOCK_COLUMNS.token, type: 'bigint' },
       { name: LOCK_COLUMNS.acquiredAt, type: 'bigint' },
@@ -81,7 +88,7 @@ export async function createLockTable(dataSource: DataSource, options: LockTable
   const tableName = checkTableName(options.tableName ?? DEFAULT_LOCK_TABLE);
   const runner = dataSource.createQueryRunner();
   try {
-    await runner.createTable(lockTable(tableName), true);
+    await runner.createTable(lockTable(tableName, runner), true);
   } finally {
     await runner.release();
   }
@@ -95,7 +102,7 @@ export function lockTableMigration(options: LockTableOptions = {}): new () => Mi
     readonly name = `CreateDistributedLockTable_${tableName}_1764460800000`;
 
     async up(queryRunner: QueryRunner): Promise<void> {
-      await queryRunner.createTable(lockTable(tableName), true);
+      await queryRunner.createTable(lockTable(tableName, queryRunner), true);
     }
 
     async down(queryRunner: QueryRunner): Promise<void> {
@@ -109,7 +116,7 @@ export class CreateDistributedLockTable1764460800000 implements MigrationInterfa
   readonly name = 'CreateDistributedLockTable1764460800000';
 
   async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.createTable(lockTable(DEFAULT_LOCK_TABLE), true);
+    await queryRunner.createTable(lockTable(DEFAULT_LOCK_TABLE, queryRunner), true);
   }
 
   async down(queryRunner: QueryRunner): Promise<void> {

@@ -1,4 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { connectUnlessAborted } from './sql-runner';
 
 /** What a pg Client emits for NOTIFY and when its socket dies. */
 interface NotifyingConnection {
@@ -26,6 +27,8 @@ export class ReleaseListener {
   private listening?: Promise<Listening | undefined>;
   private idleTimer?: NodeJS.Timeout;
   private closed = false;
+  /** Ends a wait for a pool connection to LISTEN on, at close: the pool may be exhausted by held locks. */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -52,6 +55,7 @@ export class ReleaseListener {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort(new Error('the lock backend is closing'));
     this.cancelIdleRelease();
     this.wakeAll();
     await this.stop();
@@ -68,7 +72,7 @@ export class ReleaseListener {
 
   private async start(): Promise<Listening> {
     const runner = this.dataSource.createQueryRunner();
-    const connection = (await runner.connect()) as NotifyingConnection;
+    const connection = (await connectUnlessAborted(runner, this.closing.signal)) as NotifyingConnection;
     const notified = (message: { channel: string; payload?: string }): void => {
       if (message.channel !== this.channel || message.payload === undefined) return;
       for (const wake of [...(this.waiters.get(message.payload) ?? [])]) wake();

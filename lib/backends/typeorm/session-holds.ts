@@ -1,4 +1,5 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { BUSY_RETRY_MS, pause } from './abortable';
 import { lockId, sessionLockId } from './lock-table';
 import type { SqlRunner } from './sql-runner';
 import { TokenConnection } from './token-connection';
@@ -104,9 +105,22 @@ export class AdvisoryHold implements SessionHold {
     return this.sql.run(this.sql.dialect.tryAdvisoryLock(this.name(key)), runner);
   }
 
-  /** No transaction is open on the holding connection: the counter is raised right there, in autocommit. */
-  nextToken(runner: QueryRunner, key: string): Promise<bigint> {
-    return this.sql.run(this.sql.dialect.nextToken(this.sql.table, lockId(key), key), runner);
+  /**
+   * No transaction is open on the holding connection: the counter is raised right there, in autocommit. Its
+   * row-lock wait is bounded and retried until `signal` aborts, so that a counter row held by a transaction
+   * outside the backend cannot keep this acquire (and close(), which waits for it) beyond its caller's deadline.
+   */
+  async nextToken(runner: QueryRunner, key: string, signal: AbortSignal): Promise<bigint> {
+    const statement = this.sql.dialect.nextToken(this.sql.table, lockId(key), key);
+    for (;;) {
+      signal.throwIfAborted();
+      try {
+        return await this.sql.runBoundedOn(runner, statement);
+      } catch (error) {
+        if (!this.sql.dialect.isBusyError(error)) throw error;
+      }
+      await pause(BUSY_RETRY_MS, signal);
+    }
   }
 
   async open(): Promise<void> {}

@@ -2,7 +2,13 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import type { AcquireOutcome, AcquireRequest, LeaseRef } from '../lock-backend';
 import { lockId } from './lock-table';
 import type { SessionHold } from './session-holds';
+import { isConnectionError, SqlCallError } from './errors';
 import { connectUnlessAborted } from './sql-runner';
+
+function lostReason(error?: unknown): string {
+  const why = error instanceof Error ? `: ${error.message}` : '';
+  return `the database connection holding it closed${why}; the database has freed the key.`;
+}
 
 /** The events a pg Client and a mysql2 connection emit when their socket dies. */
 interface ConnectionEvents {
@@ -35,6 +41,9 @@ interface Session {
  */
 export class SessionLocks {
   private readonly sessions = new Map<string, Session>();
+  /** Acquires under way; close() waits for them after stopping them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -43,8 +52,35 @@ export class SessionLocks {
   ) {}
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
+    // close() ends this acquire wherever it is, so that it cannot leave the key held by a closed backend.
+    const signal = AbortSignal.any([request.signal, this.closing.signal]);
     const runner = this.dataSource.createQueryRunner();
-    const connection = (await connectUnlessAborted(runner, request.signal)) as ConnectionEvents;
+    const connection = (await connectUnlessAborted(runner, signal)) as ConnectionEvents;
+    // Watched from the start: the connection may die while the token is raised, before the lock is reported.
+    let died: string | undefined;
+    const dead = (error?: unknown): void => {
+      died ??= lostReason(error);
+    };
+    connection.on('error', dead);
+    connection.on('end', dead);
+    const settled = this.attempt(request, signal, runner, connection, () => died);
+    this.inFlight.add(settled);
+    try {
+      return await settled;
+    } finally {
+      this.inFlight.delete(settled);
+      connection.removeListener('error', dead);
+      connection.removeListener('end', dead);
+    }
+  }
+
+  private async attempt(
+    request: AcquireRequest,
+    signal: AbortSignal,
+    runner: QueryRunner,
+    connection: ConnectionEvents,
+    died: () => string | undefined,
+  ): Promise<AcquireOutcome> {
     let taken = false;
     try {
       if (!(await this.hold.take(runner, request.key))) {
@@ -52,11 +88,16 @@ export class SessionLocks {
         return { acquired: false };
       }
       taken = true;
-      const fencingToken = await this.hold.nextToken(runner, request.key, request.signal);
-      if (request.signal.aborted) {
-        // The core stopped waiting for this answer: nobody would release the lock, so give it up now.
+      const fencingToken = await this.hold.nextToken(runner, request.key, signal);
+      const why = died();
+      // The database freed the key when the connection died, and another holder may have it by now.
+      if (why !== undefined || runner.isReleased)
+        throw new SqlCallError(`The lock was lost as it was taken: ${why ?? 'its connection was released.'}`);
+      if (signal.aborted) {
+        // The core stopped waiting for this answer (or the backend closed): nobody would release the lock.
         await this.hold.abandon(runner, request.key);
         await runner.release();
+        if (this.closing.signal.aborted) throw this.closing.signal.reason;
         return { acquired: false };
       }
       this.sessions.set(request.key, {
@@ -67,7 +108,7 @@ export class SessionLocks {
       });
       return { acquired: true, fencingToken };
     } catch (error) {
-      await this.discard(runner, connection, taken ? request.key : undefined);
+      await this.discard(runner, connection, taken ? request.key : undefined, died() !== undefined);
       throw error;
     }
   }
@@ -87,12 +128,25 @@ export class SessionLocks {
     }
   }
 
-  /** No ttl to restart: proves the holding connection still answers. */
+  /**
+   * No ttl to restart: proves the holding connection still answers. A connection found dead means the lock is
+   * not held (false, as for an expired lease), not that the store cannot be asked.
+   */
   async extend(lease: LeaseRef): Promise<boolean> {
     const session = this.sessions.get(lease.key);
     if (!session || session.owner !== lease.owner) return false;
-    await session.runner.query('SELECT 1');
-    return true;
+    if (session.runner.isReleased) {
+      this.take(lease);
+      return false;
+    }
+    try {
+      await session.runner.query('SELECT 1');
+      return true;
+    } catch (error) {
+      if (!isConnectionError(error) && !session.runner.isReleased) throw error;
+      if (this.take(lease)) await this.discard(session.runner, session.connection, undefined, true);
+      return false;
+    }
   }
 
   isLocked(key: string, signal?: AbortSignal): Promise<boolean> {
@@ -104,8 +158,12 @@ export class SessionLocks {
     return this.hold.open(signal);
   }
 
-  /** Gives up every lock this backend holds. */
+  /** Stops the acquires under way, then gives up every lock this backend holds. */
   async close(): Promise<void> {
+    this.closing.abort(new Error('the lock backend was closed while the lock was being taken'));
+    // The token statements they may wait on stop within one bounded lock wait (see TokenConnection).
+    const stopping = this.hold.close();
+    await Promise.all([...this.inFlight].map((acquire) => acquire.catch(() => undefined)));
     const held = [...this.sessions.entries()].map(([key, session]) => [key, this.take({ key, owner: session.owner })]);
     await Promise.all(
       held.map(async ([key, session]) => {
@@ -113,7 +171,7 @@ export class SessionLocks {
         await this.discard(session.runner, session.connection, key);
       }),
     );
-    await this.hold.close();
+    await stopping;
   }
 
   private async notify(runner: QueryRunner, key: string): Promise<void> {
@@ -128,8 +186,7 @@ export class SessionLocks {
       this.sessions.delete(request.key);
       session.unwatch();
       void this.discard(runner, connection, undefined, true);
-      const why = error instanceof Error ? `: ${error.message}` : '';
-      request.onLost(`the database connection holding it closed${why}; the database has freed the key.`);
+      request.onLost(lostReason(error));
     };
     connection.on('error', lost);
     connection.on('end', lost);

@@ -15,7 +15,7 @@ import type { SqlDialect } from './dialect';
 import { mysqlDialect } from './dialects/mysql';
 import { postgresDialect } from './dialects/postgres';
 import { sqliteDialect } from './dialects/sqlite';
-import { BACKEND_KIND, backendError, closedError, describeCause } from './errors';
+import { BACKEND_KIND, backendError, closedError, describeCause, SqlCallError } from './errors';
 import { LeaseLocks } from './lease-locks';
 import { createLockTable, lockId } from './lock-table';
 import { type ResolvedOptions, resolveOptions, type SqlDatabase, type TypeOrmLockBackendOptions } from './options';
@@ -166,12 +166,15 @@ export class TypeOrmLockBackend implements LockBackend {
     return this.connection.watch(listener);
   }
 
-  /** Gives up held session locks, stops listening, and destroys the DataSource if the backend created it. */
+  /**
+   * Gives up held session locks, stops listening, and destroys the DataSource if the backend created it. The
+   * locks go first, and both at once: a LISTEN still waiting for a pool connection that the held locks use
+   * must not keep them held.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.listener?.close();
-    await this.locks.close();
+    await Promise.all([this.locks.close(), this.listener?.close()]);
     if (this.ownsDataSource && this.dataSource.isInitialized) await this.dataSource.destroy();
   }
 
@@ -221,7 +224,12 @@ export class TypeOrmLockBackend implements LockBackend {
    */
   private async store<T>(operation: string, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
     if (this.closed) throw closedError(operation);
-    if (signal.aborted) throw backendError(operation, signal.reason ?? new Error('cancelled'));
+    if (signal.aborted) {
+      const cancelled = new SqlCallError('The call was cancelled before anything was sent to the database.', {
+        cause: signal.reason,
+      });
+      throw backendError(operation, cancelled);
+    }
     await this.init(signal);
     try {
       const result = await work();
@@ -232,6 +240,8 @@ export class TypeOrmLockBackend implements LockBackend {
       // says nothing about it, and 'suspended' would make the core give up every session lock at once.
       if (this.options.mode === 'lease') this.connection.failed(error);
       if (error instanceof LockBackendError) throw error;
+      // close() ended the call: say so rather than what the interrupted statement happened to report.
+      if (this.closed) throw closedError(operation);
       throw backendError(operation, error);
     }
   }

@@ -6,6 +6,17 @@ import { answer, driverError, remainingMs, type SqlDialect, type Statement, toBi
  */
 const NOW = `(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000)`;
 
+/**
+ * The key's text for `lock_key`, which only people read (keys are matched by lock_id). As bytes, it is stored
+ * as is in a utf8mb4 column, and still stored (as its UTF-8 bytes, shown as latin1) in a latin1 column made
+ * before the table definition declared utf8mb4 — where the text itself would fail with ER_TRUNC for 日本 or 🔒.
+ */
+const KEY_TEXT = 'CAST(? AS BINARY)';
+
+const saveLockWait = (seconds: number): string =>
+  `SET @distributed_lock_wait = @@SESSION.innodb_lock_wait_timeout, SESSION innodb_lock_wait_timeout = ${seconds}`;
+const RESTORE_LOCK_WAIT = 'SET SESSION innodb_lock_wait_timeout = @distributed_lock_wait';
+
 /** mysql2's ResultSetHeader for an INSERT: insertId carries what LAST_INSERT_ID(expr) was last set to. */
 const insertId = (raw: unknown): number => Number((raw as { insertId?: unknown } | undefined)?.insertId ?? 0);
 
@@ -31,7 +42,7 @@ export const mysqlDialect: SqlDialect = {
     return {
       sql:
         `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
-        `VALUES (?, ?, ?, LAST_INSERT_ID(1), ${NOW}, ${NOW} + ?) ON DUPLICATE KEY UPDATE ` +
+        `VALUES (?, ${KEY_TEXT}, ?, LAST_INSERT_ID(1), ${NOW}, ${NOW} + ?) ON DUPLICATE KEY UPDATE ` +
         `${t.token} = IF(${free}, LAST_INSERT_ID(${t.token} + 1), ${t.token} + LAST_INSERT_ID(0)), ` +
         `${t.owner} = IF(${free}, VALUES(${t.owner}), ${t.owner}), ` +
         `${t.acquiredAt} = IF(${free}, VALUES(${t.acquiredAt}), ${t.acquiredAt}), ` +
@@ -72,7 +83,7 @@ export const mysqlDialect: SqlDialect = {
   insertLockRow: (t, id, key) => ({
     sql:
       `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
-      `VALUES (?, ?, NULL, 0, 0, 0) ON DUPLICATE KEY UPDATE ${t.id} = ${t.id}`,
+      `VALUES (?, ${KEY_TEXT}, NULL, 0, 0, 0) ON DUPLICATE KEY UPDATE ${t.id} = ${t.id}`,
     params: [id, key],
     read: () => undefined,
   }),
@@ -86,7 +97,7 @@ export const mysqlDialect: SqlDialect = {
   nextToken: (t, id, key) => ({
     sql:
       `INSERT INTO ${t.table} (${t.id}, ${t.key}, ${t.owner}, ${t.token}, ${t.acquiredAt}, ${t.expiresAt}) ` +
-      `VALUES (?, ?, NULL, LAST_INSERT_ID(1), ${NOW}, 0) ` +
+      `VALUES (?, ${KEY_TEXT}, NULL, LAST_INSERT_ID(1), ${NOW}, 0) ` +
       `ON DUPLICATE KEY UPDATE ${t.token} = LAST_INSERT_ID(${t.token} + 1)`,
     params: [id, key],
     read: (result) => toBigInt(insertId(result.raw)),
@@ -102,6 +113,13 @@ export const mysqlDialect: SqlDialect = {
     params: [name],
     read: answer,
   }),
+
+  // MariaDB: 0 fails a row-lock wait at once (errno 1205); MySQL raises it to its minimum, 1 s. The
+  // connection's own value is kept in a session variable and put back before it returns to the pool.
+  tokenLockWait: { bound: saveLockWait(0), unbound: RESTORE_LOCK_WAIT },
+
+  // Whole seconds only; the statement runs in autocommit between the two SETs.
+  leaseLockWait: { begin: saveLockWait(1), end: RESTORE_LOCK_WAIT, abort: RESTORE_LOCK_WAIT },
 
   // MariaDB answers NOWAIT with 1205 (lock wait timeout), MySQL 8 with 3572 (ER_LOCK_NOWAIT).
   isBusyError: (error) => {

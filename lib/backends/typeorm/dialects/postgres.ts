@@ -124,6 +124,13 @@ export const postgresDialect: SqlDialect = {
     };
   },
 
-  // 55P03 lock_not_available: NOWAIT met a row another transaction holds.
+  // lock_timeout 0 would mean "wait forever": 100 ms is short enough for other keys' turns, long enough not to
+  // fail a wait for an ordinary commit.
+  tokenLockWait: { bound: "SET lock_timeout = '100ms'", unbound: 'RESET lock_timeout' },
+
+  // SET LOCAL ends with the transaction, whatever happens to the statement; one round trip each way.
+  leaseLockWait: { begin: "BEGIN; SET LOCAL lock_timeout = '1s'", end: 'COMMIT', abort: 'ROLLBACK' },
+
+  // 55P03 lock_not_available: NOWAIT met a row another transaction holds, or lock_timeout ran out.
   isBusyError: (error) => driverError(error).code === '55P03',
 };
