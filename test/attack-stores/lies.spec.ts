@@ -8,7 +8,7 @@ const never = new AbortController().signal;
 const owner = (): string => randomBytes(16).toString('hex');
 
 describe('messages that say what happened', () => {
-  it('BUG? a ZooKeeper release that could not be sent does not claim the lock is "left to expire by its ttl" (there is no ttl)', async () => {
+  it('a ZooKeeper release that could not be sent does not claim the lock is "left to expire by its ttl" (there is no ttl)', async () => {
     const link = await FlakyLink.open(zookeeperConnect());
     const backend = new ZooKeeperLockBackend({
       connectionString: link.address,
