@@ -1,6 +1,6 @@
 import type { Cluster } from 'ioredis';
 import type { RedlockClient } from './options';
-import type { LuaScript } from './scripts';
+import { scripts, type LuaScript } from './scripts';
 
 /** A call that failed on one node, with what the node (or the lack of an answer) said. */
 export class NodeCallError extends Error {}
@@ -21,7 +21,27 @@ export class RedisNode {
   ) {
     this.cluster = client.isCluster;
     this.plainLabel = labelOf(client);
+    client.on('ready', this.loadScripts);
   }
+
+  /** Stops listening to the client (the user's client outlives the backend). */
+  detach(): void {
+    this.client.off('ready', this.loadScripts);
+  }
+
+  /**
+   * Loads every script as soon as a connection is ready — sent before any other command on it, since calls
+   * wait for 'ready'. Without this the first EVALSHA of each script after a (re)start would fail with NOSCRIPT
+   * and be resent as EVAL after the reply, behind commands sent meanwhile: an undo of a vote could then run
+   * before the vote itself.
+   */
+  loadScriptsNow(): void {
+    this.loadScripts();
+  }
+
+  private readonly loadScripts = (): void => {
+    for (const script of Object.values(scripts)) this.client.script('LOAD', script.source).catch(() => undefined);
+  };
 
   /** host:port, or the masters a Cluster knows right now (it learns them on connecting). */
   get label(): string {
@@ -91,4 +111,21 @@ function labelOf(client: RedlockClient): string {
   if (isCluster(client)) return 'cluster';
   const { host, port, path } = client.options;
   return path ? path : `${host ?? '127.0.0.1'}:${port ?? 6379}`;
+}
+
+/**
+ * Closes a client the backend made: QUIT when connected (replies in flight still arrive), else at once — a
+ * QUIT to a node that is down would wait in the offline queue for a reconnection that may never come.
+ */
+export async function closeClient(client: RedlockClient): Promise<void> {
+  if (client.status !== 'ready') return client.disconnect();
+  const timer = setTimeout(() => client.disconnect(), 1_000);
+  timer.unref();
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -27,7 +27,7 @@ import { lockKeyNames, type LockKeyNames } from './key-names';
 import { ownClients } from './own-clients';
 import { onEveryNode, quorumOf, type Judge, type Tally } from './quorum';
 import { resolveOptions, type RedlockBackendOptions, type ResolvedRedlockOptions } from './options';
-import { RedisNode } from './redis-node';
+import { closeClient, RedisNode } from './redis-node';
 import { scripts } from './scripts';
 import { WakeHub, type WakeMark } from './wake-hub';
 
@@ -267,11 +267,10 @@ export class RedlockBackend implements LockBackend {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.watch.close();
+      for (const node of this.nodes) node.detach();
       this.waits.clear();
       await Promise.allSettled(this.hubs.map((hub) => hub.close()));
-      await Promise.allSettled(
-        this.nodes.filter((node) => node.owned).map((node) => node.client.quit().catch(() => node.client.disconnect())),
-      );
+      await Promise.allSettled(this.nodes.filter((node) => node.owned).map((node) => closeClient(node.client)));
     })();
     return this.closing;
   }
@@ -289,6 +288,7 @@ export class RedlockBackend implements LockBackend {
       signal,
       INIT_TIMEOUT_MS,
     );
+    for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
     for (const hub of this.hubs) hub.start();
   }
 

@@ -1,5 +1,5 @@
 import type { RedlockClient } from './options';
-import type { RedisNode } from './redis-node';
+import { closeClient, type RedisNode } from './redis-node';
 
 /** How long a channel nobody listens to stays subscribed: a hot key's waiters come back within ms. */
 const LINGER_MS = 5_000;
@@ -94,9 +94,7 @@ export class WakeHub {
     this.channels.clear();
     const subscriber = this.subscriber;
     this.subscriber = undefined;
-    if (subscriber) {
-      await subscriber.quit().catch(() => subscriber.disconnect());
-    }
+    if (subscriber) await closeClient(subscriber);
   }
 
   private channel(name: string): Channel {
