@@ -245,7 +245,7 @@ export class RedlockBackend implements LockBackend {
           if (done) return false;
           return this.ask(
             'wait for a lock',
-            (node, i) => this.probe(node, i, wait.key, wait.owner),
+            (node, i) => this.probe(node, i, wait.key, wait.owner, queued),
             judgeTakeable,
             wait.signal,
           );
@@ -298,8 +298,8 @@ export class RedlockBackend implements LockBackend {
     if (!this.ready) await this.init(signal);
   }
 
-  private probe(node: RedisNode, i: number, key: string, owner: string): Promise<ProbeAnswer> {
-    return node.run(scripts.probe, this.namesFor(key)[i]!.keys, [owner]) as Promise<ProbeAnswer>;
+  private probe(node: RedisNode, i: number, key: string, owner: string, queued = false): Promise<ProbeAnswer> {
+    return node.run(scripts.probe, this.namesFor(key)[i]!.keys, [owner, queued ? '1' : '0']) as Promise<ProbeAnswer>;
   }
 
   /** Runs one call on every node and turns the verdict into a result or a LockBackendError naming each node. */

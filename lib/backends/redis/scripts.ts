@@ -135,10 +135,13 @@ return 0
 `;
 
 /**
- * ARGV: owner ('' for a newcomer). What an acquire by that owner would find, without changing anything:
- * {0, 0} free for it, {1, pttl} held, {2, ms} free but promised to the first in line for ms more.
+ * ARGV: owner ('' for a newcomer), '1' if the owner believes it has a place in line. What an acquire by that
+ * owner would find, without changing anything: {0, 0} free for it — or its place is gone (it lapsed while the
+ * owner was slow to come), so it must try again now to get back in line; {1, pttl} held; {2, ms} free but
+ * promised to the first in line for ms more.
  */
 const PROBE = `
+if ARGV[2] == '1' and not redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, 0} end
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl == -1 then return {1, 1000} end
 if pttl > 0 then return {1, pttl} end

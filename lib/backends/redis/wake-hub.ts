@@ -105,16 +105,18 @@ export class WakeHub {
     const subscriber = this.connection();
     const current = state;
     current.ready = subscriber
-      ? subscriber.subscribe(name).then(
-          () => {
-            current.subscribed = this.channels.get(name) === current;
-            return current.subscribed;
-          },
-          () => {
-            if (this.channels.get(name) === current) this.channels.delete(name);
-            return false;
-          },
-        )
+      ? whenReady(subscriber)
+          .then(() => subscriber.subscribe(name))
+          .then(
+            () => {
+              current.subscribed = this.channels.get(name) === current;
+              return current.subscribed;
+            },
+            () => {
+              if (this.channels.get(name) === current) this.channels.delete(name);
+              return false;
+            },
+          )
       : Promise.resolve(false);
     return state;
   }
@@ -144,4 +146,24 @@ export class WakeHub {
     state.recent[state.seq % REMEMBERED] = target;
     for (const listener of [...state.listeners]) listener(target);
   }
+}
+
+/**
+ * A SUBSCRIBE sent while ioredis still runs its ready check (INFO) puts the connection in subscriber mode under
+ * the check, which then fails and drops the connection along with the subscription: subscribe once ready.
+ */
+function whenReady(client: RedlockClient): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = (): void => {
+      client.off('end', onEnd);
+      resolve();
+    };
+    const onEnd = (): void => {
+      client.off('ready', onReady);
+      reject(new Error('subscription connection closed'));
+    };
+    client.once('ready', onReady);
+    client.once('end', onEnd);
+  });
 }
