@@ -99,7 +99,9 @@ describe('Redlock over 5 nodes, with nodes failing', () => {
     await waitUntil('the backend reports the quorum lost', () => changes.some((c) => c.state === 'suspended'));
     const startedAt = Date.now();
     const error = await locks.acquire('k', { waitTimeout: 3_000 }).catch((e: unknown) => e);
-    expect(Date.now() - startedAt).toBeLessThan(3_000);
+    // The core retries store errors until waitTimeout (one node blinking must not end a wait), then reports the
+    // nodes' causes: at waitTimeout, plus the last attempt's round trip — never a hang.
+    expect(Date.now() - startedAt).toBeLessThan(3_000 + 500);
     expect(error).toBeInstanceOf(LockBackendError);
     const failed = (error as LockBackendError).nodeFailures.map((f) => f.node).sort();
     expect(failed).toEqual(down.map((p) => `127.0.0.1:${p}`).sort());
