@@ -171,6 +171,8 @@ describe('Redlock over 5 nodes, with nodes failing', () => {
   });
 
   it('releases and extends only for the owner token, on every node', async () => {
+    // Earlier tests stop and restart nodes: "on every node" needs every node back.
+    await waitUntil('every node is back', () => clients.every((c) => c.status === 'ready'));
     const backend = backendOn(ports);
     const prefix = `owner:${randomUUID()}:`;
     await backend.init(new AbortController().signal);
