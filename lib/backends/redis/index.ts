@@ -1,2 +1,0 @@
-export { RedlockBackend } from './redlock-backend';
-export type { RedlockBackendOptions, RedlockClient } from './options';
