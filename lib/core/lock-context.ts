@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { contextStorage } from './context-storage';
 import type { KeyPair } from './key';
 import type { Lock } from './lock';
 import type { LockLease } from './lock-lease';
@@ -9,7 +9,7 @@ interface ScopeStore {
   readonly current: Lock;
 }
 
-const storage = new AsyncLocalStorage<ScopeStore>();
+const storage = contextStorage<ScopeStore>();
 
 /**
  * A lease is found again only through the same store scope: one LockService and one of its backends. The same

@@ -9,6 +9,7 @@ import { LockBackendError, LockConfigurationError, type LockError, LockUnavailab
 import type { LockEvent } from './events';
 import { type KeyPair, normaliseKeys, validateKeyPrefix } from './key';
 import { LockHandle, type Lock } from './lock';
+import { serviceClosed, serviceOpened } from './context-storage';
 import { borrowableInScope, runInScope } from './lock-context';
 import type { LeaseHost, LockLease } from './lock-lease';
 import { watchLossPolicy, whenLocked } from './lock-policies';
@@ -128,6 +129,7 @@ export class LockService {
       deferRelease: (release, ms) => this.held.deferRelease(release, ms),
       callStore: (backend, operation, start) => this.callStore(backend, operation, start),
     };
+    serviceOpened();
   }
 
   /**
@@ -449,6 +451,7 @@ export class LockService {
     try {
       await this.shutDownInOrder();
     } finally {
+      serviceClosed();
       letGo();
     }
   }

@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { contextStorage } from '../core/context-storage';
 import type { LockedMethod } from './locked-method';
 
 /**
@@ -43,7 +43,7 @@ export function newRequestPath(method: LockedMethod, lockedByRequest: boolean, f
   };
 }
 
-const storage = new AsyncLocalStorage<RequestPath>();
+const storage = contextStorage<RequestPath>();
 
 export function runOnRequestPath<T>(path: RequestPath, fn: () => T): T {
   return storage.run(path, fn);
