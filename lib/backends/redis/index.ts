@@ -1,0 +1,2 @@
+export { RedlockBackend } from './redlock-backend';
+export type { RedlockBackendOptions, RedlockClient } from './options';

@@ -1,0 +1,131 @@
+import type { Cluster } from 'ioredis';
+import type { RedlockClient } from './options';
+import { scripts, type LuaScript } from './scripts';
+
+/** A call that failed on one node, with what the node (or the lack of an answer) said. */
+export class NodeCallError extends Error {}
+
+/**
+ * One Redlock node: a client, a label for errors (host:port, never credentials), and script calls that fail at
+ * once when the node is not connected — a command would otherwise sit in ioredis's offline queue until the node
+ * came back, and a quorum must be decided without it.
+ */
+export class RedisNode {
+  readonly cluster: boolean;
+  private readonly plainLabel: string;
+
+  constructor(
+    readonly client: RedlockClient,
+    /** Made by the backend from connection options: it closes it. */
+    readonly owned: boolean,
+  ) {
+    this.cluster = client.isCluster;
+    this.plainLabel = labelOf(client);
+    client.on('ready', this.loadScripts);
+  }
+
+  /** Stops listening to the client (the user's client outlives the backend). */
+  detach(): void {
+    this.client.off('ready', this.loadScripts);
+  }
+
+  /**
+   * Loads every script as soon as a connection is ready — sent before any other command on it, since calls
+   * wait for 'ready'. Without this the first EVALSHA of each script after a (re)start would fail with NOSCRIPT
+   * and be resent as EVAL after the reply, behind commands sent meanwhile: an undo of a vote could then run
+   * before the vote itself.
+   */
+  loadScriptsNow(): void {
+    this.loadScripts();
+  }
+
+  private readonly loadScripts = (): void => {
+    for (const script of Object.values(scripts)) this.client.script('LOAD', script.source).catch(() => undefined);
+  };
+
+  /** host:port, or the masters a Cluster knows right now (it learns them on connecting). */
+  get label(): string {
+    const client = this.client;
+    if (!isCluster(client)) return this.plainLabel;
+    const masters = client.nodes('master').map((n) => labelOf(n));
+    return masters.length > 0 ? `cluster(${masters.join(',')})` : 'cluster';
+  }
+
+  get connected(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  /** EVALSHA, and EVAL when the node does not have the script cached (first use, or after a restart). */
+  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    if (this.client.status !== 'ready') {
+      throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
+    }
+    try {
+      return await this.client.evalsha(script.sha, script.keys, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return this.client.eval(script.source, script.keys, ...keys, ...args);
+    }
+  }
+
+  /** Connects a client that has not started (lazyConnect) and waits until it is ready, fails, or `signal` aborts. */
+  async connect(signal: AbortSignal): Promise<void> {
+    const client = this.client;
+    if (client.status === 'ready') return;
+    if (client.status === 'end') throw new NodeCallError(`${this.label}: the client was closed (quit/disconnect)`);
+    await new Promise<void>((resolve, reject) => {
+      const done = (error?: unknown): void => {
+        client.off('ready', onReady);
+        client.off('error', onError);
+        client.off('end', onEnd);
+        signal.removeEventListener('abort', onAbort);
+        if (error === undefined) resolve();
+        else reject(error instanceof Error ? error : new NodeCallError(String(error)));
+      };
+      const onReady = (): void => done();
+      const onError = (error: unknown): void =>
+        done(new NodeCallError(`${this.label}: ${error instanceof Error ? error.message : String(error)}`));
+      const onEnd = (): void => done(new NodeCallError(`${this.label}: connection ended`));
+      const onAbort = (): void => done(new NodeCallError(`${this.label}: no connection before the call was cancelled`));
+      client.on('ready', onReady);
+      client.on('error', onError);
+      client.on('end', onEnd);
+      signal.addEventListener('abort', onAbort, { once: true });
+      if (client.status === 'wait') client.connect().catch(onError);
+    });
+  }
+
+  async ping(): Promise<void> {
+    if (this.client.status !== 'ready') {
+      throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
+    }
+    await this.client.ping();
+  }
+}
+
+function isCluster(client: RedlockClient): client is Cluster {
+  return client.isCluster;
+}
+
+function labelOf(client: RedlockClient): string {
+  if (isCluster(client)) return 'cluster';
+  const { host, port, path } = client.options;
+  return path ? path : `${host ?? '127.0.0.1'}:${port ?? 6379}`;
+}
+
+/**
+ * Closes a client the backend made: QUIT when connected (replies in flight still arrive), else at once — a
+ * QUIT to a node that is down would wait in the offline queue for a reconnection that may never come.
+ */
+export async function closeClient(client: RedlockClient): Promise<void> {
+  if (client.status !== 'ready') return client.disconnect();
+  const timer = setTimeout(() => client.disconnect(), 1_000);
+  timer.unref();
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,398 @@
+import { performance } from 'node:perf_hooks';
+import { LockBackendError } from '../../core/errors';
+import { messages } from '../../core/messages';
+import type {
+  AcquireOutcome,
+  AcquireRequest,
+  ConnectionChange,
+  LeaseRef,
+  LockBackend,
+  LockBackendCapabilities,
+  StoreCall,
+  WaitForRelease,
+} from '../lock-backend';
+import { ConnectionWatch } from './connection-watch';
+import { FencingLedger } from './fencing-ledger';
+import {
+  judgeAcquire,
+  judgeConfirmed,
+  judgeLocked,
+  judgeReachable,
+  judgeTakeable,
+  type AcquireAnswer,
+  type ProbeAnswer,
+  type Verdict,
+} from './judges';
+import { lockKeyNames, type LockKeyNames } from './key-names';
+import { ownClients } from './own-clients';
+import { onEveryNode, quorumOf, type Judge, type Tally } from './quorum';
+import { resolveOptions, type RedlockBackendOptions, type ResolvedRedlockOptions } from './options';
+import { closeClient, RedisNode } from './redis-node';
+import { scripts } from './scripts';
+import { WakeHub, type WakeMark } from './wake-hub';
+
+/** Bound on init() waiting for connections, beside the caller's signal. */
+const INIT_TIMEOUT_MS = 10_000;
+const NEVER = new AbortController().signal;
+
+/** A waiter's place, kept between its attempts on one key. */
+interface Waiting {
+  /** Its score in the line on every node: when it first asked, µs since the epoch. */
+  readonly arrival: string;
+  /** Where each node's announcements stood when its last attempt was sent. */
+  marks: (WakeMark | undefined)[] | undefined;
+  at: number;
+}
+
+/**
+ * Locks on one Redis master, or Redlock over N independent masters (quorum ⌊N/2⌋+1), with fencing tokens,
+ * a fair FIFO line per key and waits woken by the release itself. How each part works, and what it assumes,
+ * is written beside it: scripts.ts (the atomic steps), key-names.ts, judges.ts (quorum decisions),
+ * wake-hub.ts (waiting without polling), fencing-ledger.ts, and the README's Redis section.
+ */
+export class RedlockBackend implements LockBackend {
+  readonly kind = 'redlock';
+  readonly capabilities: LockBackendCapabilities = {
+    expiring: true,
+    sessionBound: false,
+    nativeWait: true,
+    queued: true,
+  };
+  private readonly options: ResolvedRedlockOptions;
+  private readonly nodes: readonly RedisNode[];
+  private readonly hubs: readonly WakeHub[];
+  private readonly quorum: number;
+  private readonly ledger: FencingLedger | undefined;
+  private readonly waits = new Map<string, Waiting>();
+  private readonly watch: ConnectionWatch;
+  private initialised: Promise<void> | undefined;
+  private ready = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: RedlockBackendOptions) {
+    this.options = resolveOptions(options);
+    this.nodes = [
+      ...this.options.clients.map((client) => new RedisNode(client, false)),
+      ...ownClients(this.options.nodes).map((client) => new RedisNode(client, true)),
+    ];
+    this.hubs = this.nodes.map((node) => new WakeHub(node));
+    this.quorum = quorumOf(this.nodes.length);
+    this.ledger = this.nodes.length > 1 ? new FencingLedger() : undefined;
+    this.watch = new ConnectionWatch(this.nodes);
+  }
+
+  /** Connects every node and checks a quorum answers; opens the connections that carry release announcements. */
+  init(signal: AbortSignal = NEVER): Promise<void> {
+    this.assertOpen('connect to Redis');
+    if (this.ready) return Promise.resolve();
+    this.initialised ??= this.connect(signal).then(
+      () => {
+        this.ready = true;
+      },
+      (error: unknown) => {
+        this.initialised = undefined;
+        throw error;
+      },
+    );
+    return this.initialised;
+  }
+
+  async ping(signal: AbortSignal): Promise<void> {
+    await this.prepared(signal, 'reach Redis');
+    await this.ask(
+      'reach Redis',
+      async (node) => {
+        await node.ping();
+        return true as const;
+      },
+      judgeReachable,
+      signal,
+    );
+  }
+
+  async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
+    await this.prepared(request.signal, 'acquire a lock');
+    const id = `${request.key}\u0000${request.owner}`;
+    const waiting = this.waits.get(id);
+    const arrival = waiting?.arrival ?? arrivalScore();
+    const keep = request.keepPlace ? '1' : '0';
+    const names = this.namesFor(request.key);
+    // Taken before the attempt is sent: announcements after this point may be about this attempt's outcome.
+    const marks = request.keepPlace ? this.hubs.map((hub, i) => hub.mark(names[i]!.channel)) : undefined;
+    const answers: (AcquireAnswer | undefined)[] = [];
+    const { handoffTimeout, placeTtl } = this.options;
+    let outcome: AcquireOutcome;
+    try {
+      outcome = await this.ask(
+        'acquire a lock',
+        async (node, i) => {
+          const { keys, channel } = names[i]!;
+          const answer = (await node.run(scripts.acquire, keys, [
+            request.owner,
+            request.ttl,
+            keep,
+            arrival,
+            placeTtl,
+            handoffTimeout,
+            channel,
+          ])) as AcquireAnswer;
+          answers[i] = answer;
+          return answer;
+        },
+        judgeAcquire,
+        request.signal,
+      );
+    } catch (error) {
+      this.undoVotes(request, names, answers);
+      throw error;
+    }
+    if (outcome.acquired) {
+      this.waits.delete(id);
+      this.ledger?.record(id, outcome.fencingToken, request.ttl);
+      return outcome;
+    }
+    this.undoVotes(request, names, answers);
+    if (!request.keepPlace) return outcome;
+    this.remember(id, waiting, arrival, marks);
+    return { ...outcome, queued: true };
+  }
+
+  async release(lease: LeaseRef, call: StoreCall): Promise<boolean> {
+    await this.prepared(call.signal, 'release a lock');
+    const id = `${lease.key}\u0000${lease.owner}`;
+    this.waits.delete(id);
+    const token = this.ledger?.take(id) ?? '';
+    const names = this.namesFor(lease.key);
+    const handoff = this.options.handoffTimeout;
+    return this.ask(
+      'release a lock',
+      (node, i) =>
+        node.run(scripts.release, names[i]!.keys, [
+          lease.owner,
+          token,
+          '0',
+          handoff,
+          names[i]!.channel,
+        ]) as Promise<number>,
+      judgeConfirmed,
+      call.signal,
+    );
+  }
+
+  async extend(lease: LeaseRef, ttl: number, call: StoreCall): Promise<boolean> {
+    await this.prepared(call.signal, 'extend a lock');
+    const names = this.namesFor(lease.key);
+    const extended = await this.ask(
+      'extend a lock',
+      (node, i) => node.run(scripts.extend, names[i]!.keys, [lease.owner, ttl]) as Promise<number>,
+      judgeConfirmed,
+      call.signal,
+    );
+    if (extended) this.ledger?.extended(`${lease.key}\u0000${lease.owner}`, ttl);
+    return extended;
+  }
+
+  async isLocked(key: string, call: StoreCall): Promise<boolean> {
+    await this.prepared(call.signal, 'read a lock');
+    return this.ask('read a lock', (node, i) => this.probe(node, i, key, ''), judgeLocked, call.signal);
+  }
+
+  /**
+   * Waits for an announcement on the key's channel on any node — addressed to this owner (its turn in line),
+   * or to everyone (freed with nobody in line) — or for the timeout. When a quorum of channels was subscribed
+   * throughout since the owner's last attempt, what was announced meanwhile is already known and no command is
+   * needed; otherwise it subscribes and then asks the nodes whether the key is free for it, so a release
+   * between the attempt and the subscription is not missed.
+   */
+  waitForRelease(wait: WaitForRelease): Promise<void> {
+    if (this.closing || wait.signal.aborted) return Promise.resolve();
+    const waiting = this.waits.get(`${wait.key}\u0000${wait.owner}`);
+    const queued = waiting !== undefined;
+    const wakesMe = (target: string): boolean => target === wait.owner || target === '' || !queued;
+    const names = this.namesFor(wait.key);
+    return new Promise<void>((resolve) => {
+      let done = false;
+      const stops: Array<() => void> = [];
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        wait.signal.removeEventListener('abort', finish);
+        for (const stop of stops) stop();
+        resolve();
+      };
+      const timer = setTimeout(finish, wait.timeoutMs);
+      timer.unref();
+      wait.signal.addEventListener('abort', finish, { once: true });
+      const subscriptions = this.hubs.map((hub, i) =>
+        hub.listen(names[i]!.channel, (target) => {
+          if (wakesMe(target)) finish();
+        }),
+      );
+      for (const s of subscriptions) stops.push(s.stop);
+      let covered = 0;
+      for (let i = 0; i < this.hubs.length; i++) {
+        const mark = waiting?.marks?.[i];
+        const since = mark ? this.hubs[i]!.since(names[i]!.channel, mark) : undefined;
+        if (since === undefined) continue;
+        if (since.some(wakesMe)) return finish();
+        covered++;
+      }
+      // Any release freeing the key on a majority reaches at least one of a quorum of subscribed channels.
+      if (covered >= this.quorum) return;
+      void Promise.all(subscriptions.map((s) => s.ready))
+        .then(() => {
+          if (done) return false;
+          return this.ask(
+            'wait for a lock',
+            (node, i) => this.probe(node, i, wait.key, wait.owner, queued),
+            judgeTakeable,
+            wait.signal,
+          );
+        })
+        .then(
+          (takeable) => {
+            if (takeable) finish();
+          },
+          // The nodes could not tell: the timeout is the fallback, and the next attempt will report the error.
+          () => undefined,
+        );
+    });
+  }
+
+  watchConnection(listener: (change: ConnectionChange) => void): () => void {
+    return this.watch.watch(listener);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.watch.close();
+      for (const node of this.nodes) node.detach();
+      this.waits.clear();
+      await Promise.allSettled(this.hubs.map((hub) => hub.close()));
+      await Promise.allSettled(this.nodes.filter((node) => node.owned).map((node) => closeClient(node.client)));
+    })();
+    return this.closing;
+  }
+
+  private async connect(signal: AbortSignal): Promise<void> {
+    const bounded = AbortSignal.any([signal, AbortSignal.timeout(INIT_TIMEOUT_MS)]);
+    await this.ask(
+      'connect to Redis',
+      async (node) => {
+        await node.connect(bounded);
+        await node.ping();
+        return true as const;
+      },
+      judgeReachable,
+      signal,
+      INIT_TIMEOUT_MS,
+    );
+    for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
+    for (const hub of this.hubs) hub.start();
+  }
+
+  /** Fast once initialised; a backend used without init() (a LockService of its own) connects on first use. */
+  private async prepared(signal: AbortSignal, operation: string): Promise<void> {
+    this.assertOpen(operation);
+    if (!this.ready) await this.init(signal);
+  }
+
+  private probe(node: RedisNode, i: number, key: string, owner: string, queued = false): Promise<ProbeAnswer> {
+    return node.run(scripts.probe, this.namesFor(key)[i]!.keys, [owner, queued ? '1' : '0']) as Promise<ProbeAnswer>;
+  }
+
+  /** Runs one call on every node and turns the verdict into a result or a LockBackendError naming each node. */
+  private async ask<T, R>(
+    operation: string,
+    call: (node: RedisNode, index: number) => Promise<T>,
+    judge: (tally: Tally<T>, complete: boolean) => Verdict<R> | undefined,
+    signal: AbortSignal,
+    timeoutMs = this.options.nodeTimeout,
+  ): Promise<R> {
+    let verdict: Verdict<R>;
+    let failures: Tally<T>['failures'] = [];
+    try {
+      const keepFailures: Judge<T, Verdict<R>> = (tally, complete) => {
+        failures = tally.failures;
+        return judge(tally, complete);
+      };
+      verdict = await onEveryNode(this.nodes, call, keepFailures, { signal, timeoutMs });
+    } catch (error) {
+      throw new LockBackendError(
+        this.kind,
+        `${messages.backendFailed(this.kind, operation)} The call was cancelled.`,
+        [],
+        {
+          cause: error,
+        },
+      );
+    }
+    if (!verdict.failed) return verdict.value;
+    const detail = failures.map((f) => `${f.node}: ${describe(f.error)}`).join('; ');
+    throw new LockBackendError(
+      this.kind,
+      `${messages.backendFailed(this.kind, operation)} ${failures.length} of ${this.nodes.length} Redis node(s) ` +
+        `failed, and ${this.quorum} must answer: ${detail}. Check that the Redis nodes run and are reachable.`,
+      failures.map((f) => ({ node: f.node, error: f.error })),
+    );
+  }
+
+  /**
+   * Gives back the votes of a failed Redlock round at once, keeping the place in line: a stale vote would
+   * otherwise block every other contender until its ttl ran out. Sent to every node that did not refuse — also
+   * those yet to answer: on the same connection the undo runs after the attempt.
+   */
+  private undoVotes(
+    request: AcquireRequest,
+    names: readonly LockKeyNames[],
+    answers: readonly (AcquireAnswer | undefined)[],
+  ): void {
+    const keep = request.keepPlace ? '1' : '0';
+    this.nodes.forEach((node, i) => {
+      const answer = answers[i];
+      if (answer !== undefined && answer[0] !== 1) return;
+      if (!node.connected) return;
+      node
+        .run(scripts.release, names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
+        .catch(() => undefined);
+    });
+  }
+
+  private remember(id: string, waiting: Waiting | undefined, arrival: string, marks: Waiting['marks']): void {
+    const now = Date.now();
+    if (waiting) {
+      waiting.marks = marks;
+      waiting.at = now;
+      return;
+    }
+    if (this.waits.size > 1024) {
+      // Places the core never withdrew (it walked away from a call) lapse on the nodes after placeTtl.
+      for (const [key, entry] of this.waits) if (now - entry.at > this.options.placeTtl) this.waits.delete(key);
+    }
+    this.waits.set(id, { arrival, marks, at: now });
+  }
+
+  private namesFor(key: string): readonly LockKeyNames[] {
+    let plain: LockKeyNames | undefined;
+    let cluster: LockKeyNames | undefined;
+    return this.nodes.map((node) =>
+      node.cluster ? (cluster ??= lockKeyNames(key, true)) : (plain ??= lockKeyNames(key, false)),
+    );
+  }
+
+  private assertOpen(operation: string): void {
+    if (this.closing) {
+      throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
+    }
+  }
+}
+
+/** µs since the epoch: the same score on every node, so every node orders the line alike. */
+function arrivalScore(): string {
+  return String(Math.round((performance.timeOrigin + performance.now()) * 1000));
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

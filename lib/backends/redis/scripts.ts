@@ -1,0 +1,170 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The atomic steps of the Redlock backend, run on each node as Lua (EVALSHA, with EVAL when the node does not
+ * know the script yet, e.g. after a restart). Keys reach the scripts only as KEYS[], owners and channels only
+ * as ARGV[]: nothing a caller passes is ever spliced into Lua source.
+ *
+ * Every script works on the same four keys of one lock (see key-names.ts):
+ *   KEYS[1] the lock: the owner token as a plain string with a PX expiry (as node-redlock and redis-semaphore
+ *           store theirs, so the two exclude each other during a migration)
+ *   KEYS[2] the fencing counter (no expiry, never lowered)
+ *   KEYS[3] the line of waiters: a sorted set of owners, scored by when each first asked (the client's clock,
+ *           the same score on every node, so every node orders the line alike)
+ *   KEYS[4] each waiter's deadline (server ms): a place whose owner stops asking lapses at its deadline
+ */
+export interface LuaScript {
+  readonly name: string;
+  readonly source: string;
+  readonly sha: string;
+  readonly keys: number;
+}
+
+const COMMON = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The first place in line whose owner is still waiting; lapsed places are dropped on the way.
+local function first_in_line(now)
+  while true do
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if not first then return nil, 0 end
+    local due = tonumber(redis.call('HGET', KEYS[4], first) or '0')
+    if due > now then return first, due end
+    redis.call('ZREM', KEYS[3], first)
+    redis.call('HDEL', KEYS[4], first)
+  end
+end
+-- Tells the first in line the key is free, and gives it handoff ms to take it before its place lapses.
+local function offer(first, due, now, handoff, channel)
+  local offer_end = now + handoff
+  if due > offer_end then
+    redis.call('HSET', KEYS[4], first, offer_end)
+    due = offer_end
+  end
+  redis.call('PUBLISH', channel, first)
+  return due
+end
+local function join(owner, arrival, now, place_ttl)
+  redis.call('ZADD', KEYS[3], 'NX', arrival, owner)
+  redis.call('HSET', KEYS[4], owner, now + place_ttl)
+  redis.call('PEXPIRE', KEYS[3], place_ttl)
+  redis.call('PEXPIRE', KEYS[4], place_ttl)
+end
+-- Takes owner out of the line; true if it had a place.
+local function leave(owner)
+  if redis.call('ZREM', KEYS[3], owner) == 0 then return false end
+  redis.call('HDEL', KEYS[4], owner)
+  return true
+end
+`;
+
+/**
+ * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, channel.
+ * Returns {1, fencing token} granted, {0, pttl} held by another, {2, ms} free but promised to the first in line.
+ *
+ * The fencing counter becomes max(counter + 1, server time in ms × 2048): the counter makes tokens rise
+ * between grants in the same millisecond, the clock floor makes them rise past a node that lost its counter.
+ */
+const ACQUIRE = `${COMMON}
+local owner = ARGV[1]
+local now = now_ms()
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= owner then
+  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5])) end
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+if not holder then
+  local first, due = first_in_line(now)
+  if first and first ~= owner then
+    -- Free, but someone waits ahead: no taking it past the line (the releaser coming straight back included).
+    if due > now + tonumber(ARGV[6]) then due = offer(first, due, now, tonumber(ARGV[6]), ARGV[7]) end
+    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5])) end
+    return {2, due - now}
+  end
+  if first then leave(owner) end
+end
+redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now * 2048)
+redis.call('SET', KEYS[2], string.format('%.0f', token))
+return {1, token}
+`;
+
+/**
+ * ARGV: owner, fencing token to raise the counter to ('' to leave it), keepPlace ('1': only give up the vote,
+ * as after a failed Redlock round; '0': also withdraw the place in line), hand-off ms, channel.
+ * Compare-and-delete: frees the key only for its owner. Then, if the key is free, offers it to the first in
+ * line (or tells every listener it is free). Returns 1 if the owner held the key.
+ */
+const RELEASE = `${COMMON}
+local owner = ARGV[1]
+local holder = redis.call('GET', KEYS[1])
+local released = 0
+if holder == owner then
+  redis.call('DEL', KEYS[1])
+  released = 1
+  holder = false
+  if ARGV[2] ~= '' and tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[2], ARGV[2])
+  end
+end
+local was_first = false
+if ARGV[3] ~= '1' then
+  was_first = redis.call('ZRANK', KEYS[3], owner) == 0
+  leave(owner)
+end
+if holder or (released == 0 and not was_first) then return released end
+local now = now_ms()
+local first, due = first_in_line(now)
+if first then
+  offer(first, due, now, tonumber(ARGV[4]), ARGV[5])
+elseif released == 1 then
+  redis.call('PUBLISH', ARGV[5], '')
+end
+if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('DEL', KEYS[4]) end
+return released
+`;
+
+/** ARGV: owner, ttl ms. Compare-and-PEXPIRE: 1 if the owner held the key. */
+const EXTEND = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`;
+
+/**
+ * ARGV: owner ('' for a newcomer), '1' if the owner believes it has a place in line. What an acquire by that
+ * owner would find, without changing anything: {0, 0} free for it — or its place is gone (it lapsed while the
+ * owner was slow to come), so it must try again now to get back in line; {1, pttl} held; {2, ms} free but
+ * promised to the first in line for ms more.
+ */
+const PROBE = `
+if ARGV[2] == '1' and not redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, 0} end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -1 then return {1, 1000} end
+if pttl > 0 then return {1, pttl} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The first live place decides; lapsed ones ahead of it are skipped (acquire drops them).
+for _, first in ipairs(redis.call('ZRANGE', KEYS[3], 0, 15)) do
+  local due = tonumber(redis.call('HGET', KEYS[4], first) or '0')
+  if due > now then
+    if first == ARGV[1] then return {0, 0} end
+    return {2, due - now}
+  end
+end
+return {0, 0}
+`;
+
+function script(name: string, source: string): LuaScript {
+  return { name, source, sha: createHash('sha1').update(source).digest('hex'), keys: 4 };
+}
+
+export const scripts = {
+  acquire: script('acquire', ACQUIRE),
+  release: script('release', RELEASE),
+  extend: script('extend', EXTEND),
+  probe: script('probe', PROBE),
+} as const;

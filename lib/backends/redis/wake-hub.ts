@@ -1,0 +1,169 @@
+import type { RedlockClient } from './options';
+import { closeClient, type RedisNode } from './redis-node';
+
+/** How long a channel nobody listens to stays subscribed: a hot key's waiters come back within ms. */
+const LINGER_MS = 5_000;
+/** Release announcements remembered per channel, so a wait can see what arrived since its last attempt. */
+const REMEMBERED = 32;
+
+type Listener = (target: string) => void;
+
+class Channel {
+  readonly listeners = new Set<Listener>();
+  /** Messages seen since subscribing; recent[seq % REMEMBERED] is the target of message number seq. */
+  seq = 0;
+  readonly recent = new Array<string>(REMEMBERED);
+  subscribed = false;
+  ready: Promise<boolean> | undefined;
+  linger: NodeJS.Timeout | undefined;
+}
+
+/** Where a channel stood when an attempt was sent: messages after it may concern the attempt's owner. */
+export interface WakeMark {
+  readonly channel: Channel;
+  readonly epoch: number;
+  readonly seq: number;
+}
+
+/**
+ * The release announcements of one node, on a connection of their own (a subscribed connection can run no
+ * other command). Channels are subscribed on first use and kept while waiters come and go, so that on a
+ * contended key a wait costs no Redis command at all: the last attempt's mark tells what was announced since.
+ */
+export class WakeHub {
+  private subscriber: RedlockClient | undefined;
+  private readonly channels = new Map<string, Channel>();
+  /** Bumped whenever the subscription connection drops: announcements may have been missed. */
+  private epoch = 0;
+  private closed = false;
+
+  constructor(private readonly node: RedisNode) {}
+
+  /** Opens the subscription connection ahead of the first wait (init). Failures are left to the first wait. */
+  start(): void {
+    this.connection();
+  }
+
+  /** Where `channel` stands now, if it is subscribed; undefined if announcements could not be told apart. */
+  mark(channel: string): WakeMark | undefined {
+    const state = this.channels.get(channel);
+    if (!state?.subscribed || this.subscriber?.status !== 'ready') return undefined;
+    return { channel: state, epoch: this.epoch, seq: state.seq };
+  }
+
+  /** Targets announced on the mark's channel since the mark, or undefined if that cannot be known. */
+  since(name: string, mark: WakeMark): readonly string[] | undefined {
+    const state = this.channels.get(name);
+    if (state !== mark.channel || !state.subscribed || mark.epoch !== this.epoch) return undefined;
+    const count = state.seq - mark.seq;
+    if (count > REMEMBERED) return undefined;
+    const targets: string[] = [];
+    for (let seq = mark.seq + 1; seq <= state.seq; seq++) targets.push(state.recent[seq % REMEMBERED]!);
+    return targets;
+  }
+
+  /**
+   * Calls `listener` with the target of every announcement on `channel` until stopped. `ready` resolves true
+   * once the subscription is confirmed (false if it could not be made: the caller then relies on its timeout).
+   */
+  listen(name: string, listener: Listener): { readonly ready: Promise<boolean>; stop(): void } {
+    const state = this.channel(name);
+    state.listeners.add(listener);
+    if (state.linger) {
+      clearTimeout(state.linger);
+      state.linger = undefined;
+    }
+    return {
+      ready: state.ready ?? Promise.resolve(false),
+      stop: () => {
+        state.listeners.delete(listener);
+        if (state.listeners.size === 0 && !this.closed) {
+          state.linger = setTimeout(() => this.unsubscribe(name, state), LINGER_MS);
+          state.linger.unref();
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const state of this.channels.values()) {
+      if (state.linger) clearTimeout(state.linger);
+      for (const listener of [...state.listeners]) listener('');
+    }
+    this.channels.clear();
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    if (subscriber) await closeClient(subscriber);
+  }
+
+  private channel(name: string): Channel {
+    let state = this.channels.get(name);
+    if (state) return state;
+    state = new Channel();
+    this.channels.set(name, state);
+    const subscriber = this.connection();
+    const current = state;
+    current.ready = subscriber
+      ? whenReady(subscriber)
+          .then(() => subscriber.subscribe(name))
+          .then(
+            () => {
+              current.subscribed = this.channels.get(name) === current;
+              return current.subscribed;
+            },
+            () => {
+              if (this.channels.get(name) === current) this.channels.delete(name);
+              return false;
+            },
+          )
+      : Promise.resolve(false);
+    return state;
+  }
+
+  private unsubscribe(name: string, state: Channel): void {
+    if (this.channels.get(name) !== state || state.listeners.size > 0) return;
+    this.channels.delete(name);
+    state.subscribed = false;
+    this.subscriber?.unsubscribe(name).catch(() => undefined);
+  }
+
+  private connection(): RedlockClient | undefined {
+    if (this.closed) return undefined;
+    if (this.subscriber) return this.subscriber;
+    const subscriber = this.node.client.duplicate();
+    subscriber.on('error', () => undefined);
+    subscriber.on('close', () => this.epoch++);
+    subscriber.on('message', (channel: string, target: string) => this.deliver(channel, target));
+    this.subscriber = subscriber;
+    return subscriber;
+  }
+
+  private deliver(name: string, target: string): void {
+    const state = this.channels.get(name);
+    if (!state) return;
+    state.seq++;
+    state.recent[state.seq % REMEMBERED] = target;
+    for (const listener of [...state.listeners]) listener(target);
+  }
+}
+
+/**
+ * A SUBSCRIBE sent while ioredis still runs its ready check (INFO) puts the connection in subscriber mode under
+ * the check, which then fails and drops the connection along with the subscription: subscribe once ready.
+ */
+function whenReady(client: RedlockClient): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = (): void => {
+      client.off('end', onEnd);
+      resolve();
+    };
+    const onEnd = (): void => {
+      client.off('ready', onReady);
+      reject(new Error('subscription connection closed'));
+    };
+    client.once('ready', onReady);
+    client.once('end', onEnd);
+  });
+}
