@@ -1,4 +1,5 @@
 import { type LockBackend, MemoryLockBackend } from '../../lib';
+import { RedlockBackend } from '../../lib/backends/redis';
 import { TypeOrmLockBackend } from '../../lib/backends/typeorm';
 import { ZooKeeperLockBackend } from '../../lib/backends/zookeeper';
 import type { SampleConfig } from './sample-config';
@@ -17,6 +18,9 @@ export function sampleLockBackend(config: SampleConfig): LockBackend {
         connection: { type: 'postgres', url: config.postgresUrl },
         createTable: true,
       });
+    case 'redis':
+      // One URL: plain single-node locking. Several independent masters: Redlock, a majority must agree.
+      return new RedlockBackend({ nodes: config.redisNodes });
     case 'zookeeper':
       return new ZooKeeperLockBackend({ connectionString: config.zooKeeperConnection });
     case 'sqlite':

@@ -1,9 +1,9 @@
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export type LockBackendChoice = 'sqlite' | 'memory' | 'postgres' | 'zookeeper';
+export type LockBackendChoice = 'sqlite' | 'memory' | 'postgres' | 'zookeeper' | 'redis';
 
-const BACKEND_CHOICES: readonly LockBackendChoice[] = ['sqlite', 'memory', 'postgres', 'zookeeper'];
+const BACKEND_CHOICES: readonly LockBackendChoice[] = ['sqlite', 'memory', 'postgres', 'zookeeper', 'redis'];
 
 /** Everything the sample reads from its environment, read once at bootstrap so a typo fails the start. */
 export interface SampleConfig {
@@ -15,6 +15,8 @@ export interface SampleConfig {
   readonly postgresUrl: string | undefined;
   /** LOCK_ZOOKEEPER, `host:port[,host:port…]`, needed by LOCK_BACKEND=zookeeper. */
   readonly zooKeeperConnection: string | undefined;
+  /** LOCK_REDIS, `redis://host:port[,redis://host:port…]`: one node, or several independent masters (Redlock). */
+  readonly redisNodes: readonly string[];
   /** Names this process in job runs and in GET /locks, so two instances on one machine tell apart. */
   readonly instance: string;
 }
@@ -32,11 +34,21 @@ export function readSampleConfig(env: NodeJS.ProcessEnv = process.env): SampleCo
   if (lockBackend === 'zookeeper' && !env.LOCK_ZOOKEEPER) {
     throw new Error('LOCK_BACKEND=zookeeper needs LOCK_ZOOKEEPER, e.g. localhost:2181.');
   }
+  const redisNodes = (env.LOCK_REDIS ?? '')
+    .split(',')
+    .map((node) => node.trim())
+    .filter(Boolean);
+  if (lockBackend === 'redis' && redisNodes.length === 0) {
+    throw new Error(
+      'LOCK_BACKEND=redis needs LOCK_REDIS, e.g. redis://localhost:6379 (or several masters, comma-separated).',
+    );
+  }
   return {
     lockBackend,
     databaseFile: env.SAMPLE_DB_FILE ?? join(tmpdir(), 'nestjs-distributed-lock-sample.sqlite'),
     postgresUrl: env.LOCK_POSTGRES_URL,
     zooKeeperConnection: env.LOCK_ZOOKEEPER,
+    redisNodes,
     instance: env.SAMPLE_INSTANCE ?? `${hostname()}:${process.pid}`,
   };
 }

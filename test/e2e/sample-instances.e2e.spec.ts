@@ -5,11 +5,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import request from 'supertest';
+import { redisPorts } from '../redis/support/redis-env';
 import { type SampleProcess, startSample } from './sample-process';
 
 /**
  * Two sample instances as separate processes, as a user would run them (`npm run sample` twice, different
- * PORTs), sharing one SQLite file for the locks and the orders: the default setup, with no server.
+ * PORTs), sharing one SQLite file for the shop's data: with the locks in that file too (the default setup, with
+ * no server), and with the locks on five Redis masters (Redlock).
  */
 const REPORT_EVERY_MS = 1_000;
 /** The sample's minHold for the report job: half a period. */
@@ -28,7 +30,27 @@ interface LockEventView {
   readonly keys: readonly string[];
 }
 
-describe('two sample instances sharing one SQLite file', () => {
+beforeAll(async () => {
+  // The same build `npm run sample` makes, once for every store below.
+  await promisify(execFile)(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'sample/tsconfig.json'], {
+    cwd: join(__dirname, '..', '..'),
+  });
+}, 60_000);
+
+const lockStores: readonly (readonly [string, () => Record<string, string>])[] = [
+  ['the locks in that file too (default)', () => ({ LOCK_BACKEND: 'sqlite' })],
+  [
+    'the locks on 5 Redis masters (Redlock)',
+    () => ({
+      LOCK_BACKEND: 'redis',
+      LOCK_REDIS: redisPorts(5)
+        .map((port) => `redis://127.0.0.1:${port}`)
+        .join(','),
+    }),
+  ],
+];
+
+describe.each(lockStores)('two sample instances sharing one SQLite file, %s', (_store, lockEnv) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'sample-instances-'));
   const databaseFile = join(dataDir, 'sample.sqlite');
   const instances: SampleProcess[] = [];
@@ -43,13 +65,9 @@ describe('two sample instances sharing one SQLite file', () => {
   };
 
   beforeAll(async () => {
-    // The same build `npm run sample` makes.
-    await promisify(execFile)(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'sample/tsconfig.json'], {
-      cwd: join(__dirname, '..', '..'),
-    });
     const env = (instance: string) => ({
-      // The default, said out loud: whatever this test process's environment says.
-      LOCK_BACKEND: 'sqlite',
+      // Said out loud, whatever this test process's environment says.
+      ...lockEnv(),
       SAMPLE_DB_FILE: databaseFile,
       SAMPLE_INSTANCE: instance,
       SAMPLE_REPORT_EVERY_MS: String(REPORT_EVERY_MS),
@@ -124,14 +142,21 @@ describe('two sample instances sharing one SQLite file', () => {
     for (const types of reportEvents) expect(types.length).toBeGreaterThan(0);
     expect(reportEvents.flat()).toContain('failed');
   }, 30_000);
+});
 
+describe('a sample instance with a bad lock store setting', () => {
   it('refuses to start on an unknown LOCK_BACKEND or a store without its address, saying what to set', async () => {
+    const databaseFile = join(tmpdir(), `sample-refused-${process.pid}.sqlite`);
     await expect(startSample({ SAMPLE_DB_FILE: databaseFile, LOCK_BACKEND: 'mongo' })).rejects.toThrow(
-      /LOCK_BACKEND must be one of sqlite, memory, postgres, zookeeper; got "mongo"/,
+      /LOCK_BACKEND must be one of sqlite, memory, postgres, zookeeper, redis; got "mongo"/,
     );
     await expect(startSample({ SAMPLE_DB_FILE: databaseFile, LOCK_BACKEND: 'postgres' })).rejects.toThrow(
       /LOCK_BACKEND=postgres needs LOCK_POSTGRES_URL/,
     );
+    await expect(startSample({ SAMPLE_DB_FILE: databaseFile, LOCK_BACKEND: 'redis' })).rejects.toThrow(
+      /LOCK_BACKEND=redis needs LOCK_REDIS/,
+    );
+    rmSync(databaseFile, { force: true });
   });
 });
 
