@@ -42,10 +42,13 @@ export function redisClusterPorts(): number[] {
   return ports;
 }
 
-/** A Cluster client the test owns, knowing one node to start from (it learns the others, as users' do). */
-export function clusterClient(ports: readonly number[]): Cluster {
+/**
+ * A Cluster client the test owns, knowing one node to start from (it learns the others, as users' do).
+ * `connectionName` names its connections on the servers (CLIENT LIST), so a test can tell where they are.
+ */
+export function clusterClient(ports: readonly number[], connectionName?: string): Cluster {
   const cluster = new Cluster([{ host: '127.0.0.1', port: ports[0]! }], {
-    redisOptions: { maxRetriesPerRequest: 1 },
+    redisOptions: { maxRetriesPerRequest: 1, ...(connectionName ? { connectionName } : {}) },
   });
   cluster.on('error', () => undefined);
   return cluster;

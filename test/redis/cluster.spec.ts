@@ -1,0 +1,210 @@
+import type Redis from 'ioredis';
+import type { Cluster } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { LockService, type Lock } from '../../lib';
+import { RedlockBackend } from '../../lib/backends/redis';
+import { hashSlot, lockKeyNames } from '../../lib/backends/redis/key-names';
+import { client, clusterClient, redisClusterPorts, sleep } from './support/redis-env';
+
+/**
+ * The backend on the real Redis Cluster of test/services/redis.sh (3 masters, no replicas), the Cluster given
+ * as one node. Where each key lives is read from the servers themselves (CLUSTER KEYSLOT, CLUSTER SLOTS), and
+ * checked with plain clients on each master, which answer MOVED for a key the master does not serve.
+ */
+
+interface Master {
+  readonly port: number;
+  readonly id: string;
+  /** A plain (non-cluster) connection to this master. */
+  readonly admin: Redis;
+}
+
+/** A polling pause far beyond every wait here: only a release announcement can wake a waiter in time. */
+const NO_POLLING = { delay: 60_000, maxDelay: 60_000, jitter: 0 };
+
+describe('Redlock on a Redis Cluster of 3 masters', () => {
+  let ports: number[] = [];
+  let admins: Redis[] = [];
+  const opened: Array<{ cluster: Cluster; backend: RedlockBackend; service: LockService }> = [];
+
+  beforeAll(() => {
+    ports = redisClusterPorts();
+    admins = ports.map(client);
+  });
+  afterEach(async () => {
+    const open = opened.splice(0);
+    await Promise.all(open.map(({ service }) => service.close()));
+    await Promise.all(open.map(({ backend }) => backend.close()));
+    await Promise.all(open.map(({ cluster }) => cluster.quit()));
+  });
+  afterAll(async () => {
+    await Promise.all(admins.map((a) => a.quit()));
+  });
+
+  /** A service on a backend of its own, over a Cluster client of its own (as another app instance would have). */
+  const open = async (prefix: string, name = `cluster-spec-${randomUUID()}`): Promise<LockService> => {
+    const cluster = clusterClient(ports, name);
+    const backend = new RedlockBackend({ clients: [cluster] });
+    await backend.init(new AbortController().signal);
+    const service = new LockService({ backends: { default: backend }, keyPrefix: prefix });
+    opened.push({ cluster, backend, service });
+    return service;
+  };
+
+  /** The masters and, by slot, which one serves it, as the cluster says now. */
+  const topology = async (): Promise<{ masters: Master[]; masterOf(slot: number): Master }> => {
+    const masters = await Promise.all(
+      admins.map(async (admin, i) => ({ port: ports[i]!, id: String(await admin.cluster('MYID')), admin })),
+    );
+    const ranges = await admins[0]!.cluster('SLOTS');
+    return {
+      masters,
+      masterOf(slot: number): Master {
+        const range = ranges.find(([from, to]) => slot >= from && slot <= to);
+        const master = masters.find((m) => m.id === range?.[2]?.[2]);
+        if (!master) throw new Error(`no master serves slot ${slot}`);
+        return master;
+      },
+    };
+  };
+
+  const keySlot = async (key: string): Promise<number> => Number(await admins[0]!.cluster('KEYSLOT', key));
+
+  /** A key (without prefix) whose stored key `prefix + key` lives on `master`. */
+  const keyOn = async (
+    master: Master,
+    prefix: string,
+    masterOf: (slot: number) => Master,
+    stem = 'k',
+  ): Promise<string> => {
+    for (let i = 0; i < 1000; i++) {
+      const key = `${stem}${i}`;
+      if (masterOf(await keySlot(prefix + key)) === master) return key;
+    }
+    throw new Error(`no key found on master ${master.port}`);
+  };
+
+  /** Until `what` holds, polling every 10 ms for at most 5 s. */
+  const eventually = async (what: string, check: () => Promise<boolean> | boolean): Promise<void> => {
+    for (let i = 0; i < 500; i++) {
+      if (await check()) return;
+      await sleep(10);
+    }
+    throw new Error(`timed out waiting until ${what}`);
+  };
+
+  it('computes the slot of a key as the servers do: hash tags, empty tags, stray braces, UTF-8', async () => {
+    const alphabet = ['a', 'b', '{', '}', 'x', '锁', '🔒', '\u0000'];
+    const keys = ['', 'a{x}b', '{}', '{', '}', '}{', '{}{x}', 'x{}y{z}', '{a}{b}', '{{a}}', '锁{🔒}', 'plain'];
+    for (let n = 0; n < 300; n++) {
+      const length = 1 + (n % 9);
+      keys.push(Array.from({ length }, (_, i) => alphabet[(n * 7 + i * 13 + n * i) % alphabet.length]).join(''));
+    }
+    const pipeline = admins[0]!.pipeline();
+    for (const key of keys) pipeline.cluster('KEYSLOT', key);
+    const answers = (await pipeline.exec())!.map(([error, slot]) => {
+      if (error) throw error;
+      return Number(slot);
+    });
+    expect(keys.map(hashSlot)).toEqual(answers);
+  });
+
+  it.each(['a{x}b', '{}', '{', '}{', '{}{x}', 'x{}y{z}', '{a}{b}', '锁{🔒}', 'plain'])(
+    'keeps the counter, line and channel of key %p in its slot, and its wait line works there',
+    async (key) => {
+      const prefix = `cluster:${randomUUID()}:`;
+      const stored = prefix + key;
+      const { keys, channel } = lockKeyNames(stored, true);
+      const slot = await keySlot(stored);
+      for (const name of [...keys, channel]) expect(await keySlot(name)).toBe(slot);
+
+      const { masterOf } = await topology();
+      const master = masterOf(slot);
+      const [holderSide, waiterSide] = await Promise.all([open(prefix), open(prefix)]);
+      const holder = await holderSide.acquire(key, { ttl: 10_000 });
+      // Where the servers keep them: a plain connection to the master answers MOVED for keys it does not serve.
+      expect(await master.admin.exists(stored)).toBe(1);
+      expect(await master.admin.get(keys[1])).toBe(holder.fencingToken.toString());
+      let woke = false;
+      const waiting = waiterSide.acquire(key, { ttl: 10_000, waitTimeout: 20_000, retry: NO_POLLING }).then((l) => {
+        woke = true;
+        return l;
+      });
+      await eventually('the waiter has its place in line', async () => (await master.admin.zcard(keys[2])) === 1);
+      expect(woke).toBe(false);
+      await holder.release();
+      const next = await waiting;
+      expect(next.fencingToken).toBeGreaterThan(holder.fencingToken);
+      await next.release();
+      expect(await master.admin.exists(stored, keys[2], keys[3])).toBe(0);
+    },
+  );
+
+  it('takes a lock on keys of all three masters, one by one in sorted order, and hands it on whole', async () => {
+    const prefix = `cluster:${randomUUID()}:`;
+    const { masters, masterOf } = await topology();
+    const keys = await Promise.all(masters.map((m, i) => keyOn(m, prefix, masterOf, `multi${i}-`)));
+    const [a, b, c] = await Promise.all([open(prefix), open(prefix), open(prefix)]);
+    const first = await a.acquire([keys[2]!, keys[0]!, keys[1]!], { ttl: 10_000 });
+    expect([...first.keys]).toEqual([...keys].sort());
+    for (const [i, master] of masters.entries()) expect(await master.admin.exists(prefix + keys[i]!)).toBe(1);
+    for (const key of keys) expect(await c.tryAcquire(key)).toBeNull();
+
+    let woke = false;
+    const waiting = b.acquire(keys, { ttl: 10_000, waitTimeout: 20_000, retry: NO_POLLING }).then((l) => {
+      woke = true;
+      return l;
+    });
+    await sleep(50);
+    expect(woke).toBe(false);
+    await first.release();
+    const second = await waiting;
+    expect([...second.keys]).toEqual([...keys].sort());
+    for (const key of keys) expect(await c.isLocked(key)).toBe(true);
+    await second.release();
+    for (const key of keys) expect(await c.isLocked(key)).toBe(false);
+  });
+
+  it('raises the fencing counter, keeps the line in order and wakes waiters by announcement, on every master', async () => {
+    const prefix = `cluster:${randomUUID()}:`;
+    const { masters, masterOf } = await topology();
+    const waiterName = `cluster-spec-waiters-${randomUUID()}`;
+    const [holderSide, waiters] = await Promise.all([open(prefix), open(prefix, waiterName)]);
+    const wakeMs: number[] = [];
+    for (const master of masters) {
+      const key = await keyOn(master, prefix, masterOf);
+      const line = lockKeyNames(prefix + key, true).keys[2];
+      const holder = await holderSide.acquire(key, { ttl: 10_000 });
+      const order: string[] = [];
+      const wait = (who: string): Promise<Lock> =>
+        waiters.acquire(key, { ttl: 10_000, waitTimeout: 20_000, retry: NO_POLLING }).then((lock) => {
+          order.push(who);
+          return lock;
+        });
+      const first = wait('first');
+      await eventually('the first waiter is in line', async () => (await master.admin.zcard(line)) === 1);
+      const second = wait('second');
+      await eventually('the second waiter is in line', async () => (await master.admin.zcard(line)) === 2);
+
+      const releasedAt = Date.now();
+      await holder.release();
+      const one = await first;
+      wakeMs.push(Date.now() - releasedAt);
+      expect(order).toEqual(['first']);
+      await one.release();
+      const two = await second;
+      expect(order).toEqual(['first', 'second']);
+      expect(one.fencingToken).toBeGreaterThan(holder.fencingToken);
+      expect(two.fencingToken).toBeGreaterThan(one.fencingToken);
+      await two.release();
+    }
+    // Release announcements are plain PUBLISH, which a cluster passes to every node: the waiters' one
+    // subscription, on whichever node it sits, heard the releases on the other masters too.
+    const subscribedOn = await Promise.all(
+      admins.map(async (admin) => String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub')).includes(waiterName)),
+    );
+    expect(subscribedOn.filter(Boolean)).toHaveLength(1);
+    // Far below the 60 s polling pause: woken by the release itself (generous: the machine is shared).
+    expect(Math.max(...wakeMs)).toBeLessThan(5_000);
+  });
+});
