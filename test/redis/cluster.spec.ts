@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { LockService, type Lock } from '../../lib';
 import { RedlockBackend } from '../../lib/backends/redis';
 import { hashSlot, lockKeyNames } from '../../lib/backends/redis/key-names';
+import { scripts } from '../../lib/backends/redis/scripts';
 import { client, clusterClient, redisClusterPorts, sleep } from './support/redis-env';
 
 /**
@@ -206,5 +207,30 @@ describe('Redlock on a Redis Cluster of 3 masters', () => {
     expect(subscribedOn.filter(Boolean)).toHaveLength(1);
     // Far below the 60 s polling pause: woken by the release itself (generous: the machine is shared).
     expect(Math.max(...wakeMs)).toBeLessThan(5_000);
+  });
+
+  it('loads its scripts on every master, so no call meets NOSCRIPT', async () => {
+    // As after a restart of every master: no script cached anywhere.
+    await Promise.all(admins.map((admin) => admin.script('FLUSH')));
+    const noscript = async (admin: Redis): Promise<number> => {
+      const info = await admin.info('errorstats');
+      return Number(/errorstat_NOSCRIPT:count=(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    const before = await Promise.all(admins.map(noscript));
+    const prefix = `cluster:${randomUUID()}:`;
+    const locks = await open(prefix);
+    const shas = Object.values(scripts).map((s) => s.sha);
+    await eventually('every master has every script', async () =>
+      (await Promise.all(admins.map((admin) => admin.script('EXISTS', ...shas)))).every((known) =>
+        (known as number[]).every((k) => k === 1),
+      ),
+    );
+    const { masters, masterOf } = await topology();
+    for (const master of masters) {
+      const lock = await locks.acquire(await keyOn(master, prefix, masterOf));
+      await lock.extend();
+      await lock.release();
+    }
+    expect(await Promise.all(admins.map(noscript))).toEqual(before);
   });
 });
