@@ -233,4 +233,106 @@ describe('Redlock on a Redis Cluster of 3 masters', () => {
     }
     expect(await Promise.all(admins.map(noscript))).toEqual(before);
   });
+
+  it('follows a slot moved to another master while a lock is held and a waiter waits (MOVED)', async () => {
+    const prefix = `cluster:${randomUUID()}:`;
+    const { masters, masterOf } = await topology();
+    const from = masters[0]!;
+    const to = masters[1]!;
+    const key = await keyOn(from, prefix, masterOf);
+    const slot = await keySlot(prefix + key);
+    const [holderSide, waiterSide, other] = await Promise.all([open(prefix), open(prefix), open(prefix)]);
+    const holder = await holderSide.acquire(key, { ttl: 10_000, autoExtend: false });
+    let woke = false;
+    const waiting = waiterSide.acquire(key, { ttl: 10_000, waitTimeout: 20_000, retry: NO_POLLING }).then((l) => {
+      woke = true;
+      return l;
+    });
+    const line = lockKeyNames(prefix + key, true).keys[2];
+    await eventually('the waiter is in line', async () => (await from.admin.zcard(line)) === 1);
+    try {
+      await moveSlot(slot, from, to, masters);
+      expect(await to.admin.exists(prefix + key, line)).toBe(2);
+      // Every client still routes the slot to the old master: each call is answered MOVED and resent.
+      await holder.extend();
+      expect(holder.isHeld).toBe(true);
+      expect(await other.tryAcquire(key)).toBeNull();
+      expect(woke).toBe(false);
+      await holder.release();
+      const next = await waiting;
+      expect(next.fencingToken).toBeGreaterThan(holder.fencingToken);
+      expect(await to.admin.get(lockKeyNames(prefix + key, true).keys[1])).toBe(next.fencingToken.toString());
+      await next.release();
+      expect(await other.isLocked(key)).toBe(false);
+    } finally {
+      await moveSlot(slot, to, from, masters);
+    }
+  });
+
+  it('keeps one holder at a time while the slot of a contended key moves back and forth', async () => {
+    const prefix = `cluster:${randomUUID()}:`;
+    const { masters, masterOf } = await topology();
+    const [a, b] = [masters[0]!, masters[2]!];
+    const key = await keyOn(a, prefix, masterOf);
+    const slot = await keySlot(prefix + key);
+    const services = await Promise.all([open(prefix), open(prefix), open(prefix)]);
+    let inside = 0;
+    let overlaps = 0;
+    let moving = true;
+    const tokens: bigint[] = [];
+    const failures: string[] = [];
+    const contender = async (locks: LockService): Promise<void> => {
+      while (moving) {
+        try {
+          await locks.using(
+            key,
+            async (lock) => {
+              if (++inside !== 1) overlaps++;
+              tokens.push(lock.fencingToken);
+              await sleep(1);
+              inside--;
+            },
+            { ttl: 5_000, waitTimeout: 10_000, retry: { delay: 5, maxDelay: 20 } },
+          );
+        } catch (error) {
+          failures.push(error instanceof Error ? error.message : String(error));
+        }
+      }
+    };
+    const running = Array.from({ length: 9 }, (_, i) => contender(services[i % 3]!));
+    try {
+      for (let round = 0; round < 3; round++) {
+        await sleep(100);
+        await moveSlot(slot, a, b, masters);
+        await sleep(100);
+        await moveSlot(slot, b, a, masters);
+      }
+    } finally {
+      moving = false;
+      await Promise.all(running);
+    }
+    // While a slot moves, the scripts are answered TRYAGAIN (their keys are partly absent on both sides) and
+    // ioredis resends them after retryDelayOnTryAgain: slower, never an error within waitTimeout.
+    expect(failures).toEqual([]);
+    expect(overlaps).toBe(0);
+    for (let i = 1; i < tokens.length; i++) expect(tokens[i]!).toBeGreaterThan(tokens[i - 1]!);
+    expect(tokens.length).toBeGreaterThan(20);
+  });
 });
+
+/**
+ * Moves one slot and its keys between masters the way redis-cli --cluster reshard does: IMPORTING and
+ * MIGRATING, MIGRATE of its keys (their ttls go along), then every master told the new owner.
+ */
+async function moveSlot(slot: number, from: Master, to: Master, masters: readonly Master[]): Promise<void> {
+  await to.admin.cluster('SETSLOT', slot, 'IMPORTING', from.id);
+  await from.admin.cluster('SETSLOT', slot, 'MIGRATING', to.id);
+  for (;;) {
+    const keys = (await from.admin.cluster('GETKEYSINSLOT', slot, 100)) as string[];
+    if (keys.length === 0) break;
+    await from.admin.migrate('127.0.0.1', to.port, '', 0, 5_000, 'KEYS', ...keys);
+  }
+  for (const master of [to, from, ...masters.filter((m) => m !== to && m !== from)]) {
+    await master.admin.cluster('SETSLOT', slot, 'NODE', to.id);
+  }
+}
