@@ -318,6 +318,41 @@ describe('Redlock on a Redis Cluster of 3 masters', () => {
     for (let i = 1; i < tokens.length; i++) expect(tokens[i]!).toBeGreaterThan(tokens[i - 1]!);
     expect(tokens.length).toBeGreaterThan(20);
   });
+
+  it('wakes a waiter whose subscription connection was replaced after its last attempt', async () => {
+    // ioredis's Cluster replaces a dropped subscription connection (to the same or another node) without any
+    // event: announcements sent meanwhile are lost, and the waiter must not trust that it saw them all.
+    const key = `cluster:${randomUUID()}:k`;
+    const name = `cluster-spec-${randomUUID()}`;
+    const holderClient = clusterClient(ports);
+    const waiterClient = clusterClient(ports, name);
+    const holder = new RedlockBackend({ clients: [holderClient] });
+    const waiter = new RedlockBackend({ clients: [waiterClient] });
+    const never = new AbortController().signal;
+    const attempt = (backend: RedlockBackend, owner: string) =>
+      backend.acquire({ key, owner, ttl: 10_000, keepPlace: true, onLost: () => undefined, signal: never });
+    const [h, w] = ['a'.repeat(32), 'b'.repeat(32)];
+    try {
+      await Promise.all([holder.init(never), waiter.init(never)]);
+      expect(await attempt(holder, h)).toMatchObject({ acquired: true });
+      expect(await attempt(waiter, w)).toMatchObject({ acquired: false, queued: true });
+      // Subscribes the key's channel (it stays subscribed a while), then an attempt that knows it is.
+      await waiter.waitForRelease({ key, owner: w, timeoutMs: 20, signal: never });
+      expect(await attempt(waiter, w)).toMatchObject({ acquired: false, queued: true });
+      const kill = await subscriptionKiller(admins, name);
+      // Sent together: the release is announced while the replacement connection is still being made.
+      const [killed, released] = await Promise.all([kill(), holder.release({ key, owner: h }, { signal: never })]);
+      expect([killed, released]).toEqual([1, true]);
+      const startedAt = Date.now();
+      await waiter.waitForRelease({ key, owner: w, timeoutMs: 10_000, signal: never });
+      expect(Date.now() - startedAt).toBeLessThan(2_000);
+      expect(await attempt(waiter, w)).toMatchObject({ acquired: true });
+      expect(await waiter.release({ key, owner: w }, { signal: never })).toBe(true);
+    } finally {
+      await Promise.all([holder.close(), waiter.close()]);
+      await Promise.all([holderClient.quit(), waiterClient.quit()]);
+    }
+  });
 });
 
 /**
@@ -335,4 +370,15 @@ async function moveSlot(slot: number, from: Master, to: Master, masters: readonl
   for (const master of [to, from, ...masters.filter((m) => m !== to && m !== from)]) {
     await master.admin.cluster('SETSLOT', slot, 'NODE', to.id);
   }
+}
+
+/** A function that closes, server side, the one pub/sub connection named `name` (found now), answering 1. */
+async function subscriptionKiller(admins: readonly Redis[], name: string): Promise<() => Promise<number>> {
+  for (const admin of admins) {
+    const list = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+    const line = list.split('\n').find((l) => l.includes(`name=ioredis-cluster(subscriber):${name} `));
+    const id = line && /\bid=(\d+)/.exec(line)?.[1];
+    if (id) return async () => Number(await admin.call('CLIENT', 'KILL', 'ID', id));
+  }
+  throw new Error(`no subscription connection named ${name}`);
 }
