@@ -1,6 +1,8 @@
 import type Redis from 'ioredis';
 import type { Cluster } from 'ioredis';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { LockService, type Lock } from '../../lib';
 import { RedlockBackend } from '../../lib/backends/redis';
 import { hashSlot, lockKeyNames } from '../../lib/backends/redis/key-names';
@@ -352,6 +354,38 @@ describe('Redlock on a Redis Cluster of 3 masters', () => {
       await Promise.all([holder.close(), waiter.close()]);
       await Promise.all([holderClient.quit(), waiterClient.quit()]);
     }
+  });
+
+  it('a master that stops answering fails calls on its own keys only, and serves them again when back', async () => {
+    const prefix = `cluster:${randomUUID()}:`;
+    const { masters, masterOf } = await topology();
+    const [stalled, healthy] = [masters[1]!, masters[2]!];
+    const onStalled = await keyOn(stalled, prefix, masterOf);
+    const onHealthy = await keyOn(healthy, prefix, masterOf);
+    const [holderSide, other] = await Promise.all([open(prefix), open(prefix)]);
+    const held = await holderSide.acquire(onStalled, { ttl: 10_000, autoExtend: false });
+    const pid = Number(readFileSync(join(process.env.REDIS_STATE_DIR!, 'cluster', `${stalled.port}.pid`), 'utf8'));
+    // Paused for less than the cluster's node timeout (2 s): the cluster keeps it as a master, only clients wait.
+    process.kill(pid, 'SIGSTOP');
+    let failedAfter: number;
+    try {
+      const healthyLock = await other.tryAcquire(onHealthy);
+      expect(healthyLock).not.toBeNull();
+      await healthyLock!.release();
+      const startedAt = Date.now();
+      await expect(other.tryAcquire(onStalled)).rejects.toMatchObject({ code: 'LOCK_BACKEND' });
+      failedAfter = Date.now() - startedAt;
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Bound by nodeTimeout (500 ms), with room for a loaded machine.
+    expect(failedAfter).toBeLessThan(1_500);
+    expect(await other.tryAcquire(onStalled)).toBeNull();
+    expect(held.isHeld).toBe(true);
+    await held.release();
+    const next = await other.tryAcquire(onStalled);
+    expect(next!.fencingToken).toBeGreaterThan(held.fencingToken);
+    await next!.release();
   });
 });
 
