@@ -1,4 +1,4 @@
-import type { Cluster } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { RedlockClient } from './options';
 import { scripts, type LuaScript } from './scripts';
 
@@ -13,6 +13,8 @@ export class NodeCallError extends Error {}
 export class RedisNode {
   readonly cluster: boolean;
   private readonly plainLabel: string;
+  /** A Cluster's node connections this node loads the scripts on whenever they are (re)made. */
+  private readonly clusterNodes = new Set<Redis>();
 
   constructor(
     readonly client: RedlockClient,
@@ -21,12 +23,23 @@ export class RedisNode {
   ) {
     this.cluster = client.isCluster;
     this.plainLabel = labelOf(client);
-    client.on('ready', this.loadScripts);
+    if (isCluster(client)) {
+      // A Cluster's own SCRIPT LOAD reaches one node at random, and every master has a script cache of its own:
+      // load on each node connection the Cluster makes, as it makes it (lazily, on learning the slots), so the
+      // load is queued ahead of every call routed to that node.
+      for (const node of client.nodes('all')) this.watchClusterNode(node);
+      client.on('+node', this.watchClusterNode);
+    } else {
+      client.on('ready', this.loadScripts);
+    }
   }
 
   /** Stops listening to the client (the user's client outlives the backend). */
   detach(): void {
     this.client.off('ready', this.loadScripts);
+    this.client.off('+node', this.watchClusterNode);
+    for (const node of this.clusterNodes) node.off('ready', this.loadScriptsOnReady);
+    this.clusterNodes.clear();
   }
 
   /**
@@ -36,11 +49,27 @@ export class RedisNode {
    * before the vote itself.
    */
   loadScriptsNow(): void {
-    this.loadScripts();
+    if (isCluster(this.client)) for (const node of this.client.nodes('all')) loadScriptsOn(node);
+    else this.loadScripts();
   }
 
-  private readonly loadScripts = (): void => {
-    for (const script of Object.values(scripts)) this.client.script('LOAD', script.source).catch(() => undefined);
+  private readonly loadScripts = (): void => loadScriptsOn(this.client);
+
+  private readonly loadScriptsOnReady = function (this: Redis): void {
+    loadScriptsOn(this);
+  };
+
+  /** Loads now (queued first on a connection not made yet), and again whenever the node reconnects. */
+  private readonly watchClusterNode = (node: Redis): void => {
+    if (this.clusterNodes.has(node)) return;
+    this.clusterNodes.add(node);
+    node.on('ready', this.loadScriptsOnReady);
+    // The Cluster drops a node's connection for good once it ends (a new one is made for the node later).
+    node.once('end', () => {
+      node.off('ready', this.loadScriptsOnReady);
+      this.clusterNodes.delete(node);
+    });
+    loadScriptsOn(node);
   };
 
   /** host:port, or the masters a Cluster knows right now (it learns them on connecting). */
@@ -101,6 +130,10 @@ export class RedisNode {
     }
     await this.client.ping();
   }
+}
+
+function loadScriptsOn(client: RedlockClient): void {
+  for (const script of Object.values(scripts)) client.script('LOAD', script.source).catch(() => undefined);
 }
 
 function isCluster(client: RedlockClient): client is Cluster {

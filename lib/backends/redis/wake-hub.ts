@@ -46,6 +46,9 @@ export class WakeHub {
 
   /** Where `channel` stands now, if it is subscribed; undefined if announcements could not be told apart. */
   mark(channel: string): WakeMark | undefined {
+    // A Cluster replaces a dropped subscription connection (to any of its nodes) without telling: the epoch
+    // cannot follow it, so announcements missed meanwhile could not be told apart. Its waits ask the nodes.
+    if (this.node.cluster) return undefined;
     const state = this.channels.get(channel);
     if (!state?.subscribed || this.subscriber?.status !== 'ready') return undefined;
     return { channel: state, epoch: this.epoch, seq: state.seq };
