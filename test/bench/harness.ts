@@ -51,6 +51,11 @@ export interface ScenarioInstance {
   /** Name of the case every row is compared with (ratio and Δ columns). */
   readonly baseline: string;
   readonly cases: readonly BenchCase[];
+  /**
+   * At most this many timed runs, below HarnessOptions.runs: for rows whose every run is long (a fixed amount
+   * of contended work taking seconds), where 30 runs would take many minutes and 5 already give a median.
+   */
+  readonly maxRuns?: number;
   /** Lines printed under the table, computed from the figures: overheads, targets met or missed. */
   summarize?(result: ScenarioResult): readonly SummaryLine[];
   /** Closes what setup opened (apps, clients, servers). Called even when a run fails. */
@@ -321,7 +326,8 @@ export async function runScenario(
     cases.map((c) => [c, { meanUs: [], p50Us: [], p99Us: [], spans: [] }]),
   );
   const gc = gcRecorder();
-  for (let round = 0; round < options.runs; round++) {
+  const rounds = Math.max(1, Math.min(options.runs, instance.maxRuns ?? options.runs));
+  for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so no row always runs right after the same neighbour.
     for (let k = 0; k < cases.length; k++) {
       const c = cases[(k + round) % cases.length]!;
@@ -376,7 +382,7 @@ export async function runScenario(
       ? summary
       : summary.map((line) => ({ text: `${line.text}${line.ok === undefined ? '' : ' — not judged in a quick run'}` })),
   };
-  log(formatTable(result, options));
+  log(formatTable(result));
   return result;
 }
 
@@ -409,7 +415,7 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-export function formatTable(result: ScenarioResult, options: HarnessOptions): string {
+export function formatTable(result: ScenarioResult): string {
   const base = caseNamed(result, result.baseline);
   const header = ['case', 'µs/op', '±MAD', 'ops/s', 'p50 µs', 'p99 µs', 'GC', '× base', 'Δ µs/op', 'Δ p50', 'M'];
   const rows = result.cases.map((c) => [
@@ -428,7 +434,7 @@ export function formatTable(result: ScenarioResult, options: HarnessOptions): st
   const lines = [
     '',
     `## ${result.name}: ${result.title}`,
-    `medians of ${options.runs} interleaved runs of M ops. µs/op = run time / M (GC included); p50, p99 = of each ` +
+    `medians of ${base.meanUs.length} interleaved runs of M ops. µs/op = run time / M (GC included); p50, p99 = of each ` +
       `op's own latency; GC = share of run time in GC pauses; Δ = median per-run difference to the baseline.`,
     ...(result.cases.some((c) => c.concurrency > 1)
       ? ['† concurrent workers: µs/op is 1 / throughput; p50, p99 are per-op latencies under that load.']

@@ -1,6 +1,9 @@
 import type { Scenario } from '../harness';
 import { memoryScenario } from './memory';
 import { memoryContentionScenario } from './memory-contention';
+import { redisContentionScenarios } from './redis-contention';
+import { redisThroughputScenario } from './redis-throughput';
+import { redisUncontendedScenarios } from './redis-uncontended';
 import { typeormScenario } from './typeorm';
 import { zookeeperScenario } from './zookeeper';
 
@@ -13,4 +16,7 @@ export const scenarios: readonly Scenario[] = [
   memoryContentionScenario,
   typeormScenario,
   zookeeperScenario,
+  ...redisUncontendedScenarios,
+  redisThroughputScenario,
+  ...redisContentionScenarios,
 ];
