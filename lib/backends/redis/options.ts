@@ -1,5 +1,6 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { LockConfigurationError } from '../../core/errors';
+import { MAX_DURATION_MS } from '../../core/options';
 
 /** An ioredis client: one Redis master, or a whole Redis Cluster, which counts as one node. */
 export type RedlockClient = Redis | Cluster;
@@ -89,12 +90,13 @@ function list<T>(value: readonly T[] | undefined, name: string): readonly T[] {
   return value;
 }
 
+/** Node runs a timer of 2^31 ms or more after 1 ms: a longer nodeTimeout would fail every call at once. */
 function positive(value: number | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
+  if (!Number.isSafeInteger(value) || value <= 0 || value > MAX_DURATION_MS) {
     throw new LockConfigurationError(
       name,
-      `${WHERE}: "${name}" must be a positive whole number of ms, got ${String(value)}.`,
+      `${WHERE}: "${name}" must be a whole number of ms from 1 to ${MAX_DURATION_MS}, got ${String(value)}.`,
     );
   }
   return value;
