@@ -102,6 +102,41 @@ function positive(value: number | undefined, name: string, fallback: number): nu
   return value;
 }
 
+/**
+ * Each Redlock node must be a server of its own: one listed twice would count twice towards the quorum, so its
+ * failure alone (a restart that empties it) could hand a held key to a second owner. Compares the addresses the
+ * clients were given (ioredis has parsed URLs and defaults by now); aliases of one server (another host name,
+ * a proxy) are caught by init, which compares the servers' run ids.
+ */
+export function assertDistinctAddresses(clients: readonly RedlockClient[], fromNodes: number): void {
+  const seen = new Map<string, number>();
+  clients.forEach((client, i) => {
+    const address = addressOf(client);
+    if (address === undefined) return;
+    const first = seen.get(address);
+    if (first === undefined) return void seen.set(address, i);
+    const option = i >= clients.length - fromNodes ? 'nodes' : 'clients';
+    throw new LockConfigurationError(
+      option,
+      `${WHERE}: ${address} is listed twice (${nameOf(first, clients.length, fromNodes)} and ` +
+        `${nameOf(i, clients.length, fromNodes)}); each Redlock node must be a separate Redis master.`,
+    );
+  });
+}
+
+/** host:port or socket path of a plain client; undefined where it does not say (Cluster, Sentinel). */
+function addressOf(client: RedlockClient): string | undefined {
+  if (client.isCluster) return undefined;
+  const { host, port, path, sentinels } = (client as Redis).options;
+  if (sentinels && sentinels.length > 0) return undefined;
+  return path ? path : `${host ?? 'localhost'}:${port ?? 6379}`;
+}
+
+function nameOf(index: number, total: number, fromNodes: number): string {
+  const firstNode = total - fromNodes;
+  return index >= firstNode ? `nodes[${index - firstNode}]` : `clients[${index}]`;
+}
+
 function looksLikeIoredis(value: unknown): value is RedlockClient {
   if (typeof value !== 'object' || value === null) return false;
   const client = value as Partial<Record<'evalsha' | 'duplicate' | 'status', unknown>>;

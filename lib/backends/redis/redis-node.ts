@@ -95,6 +95,22 @@ export class RedisNode {
     });
   }
 
+  /**
+   * The server's run id (INFO server), which tells two addresses of one server apart from two servers; undefined
+   * for a Cluster, whose nodes each have their own. Like ping, fails at once when not connected.
+   */
+  async serverId(): Promise<string | undefined> {
+    if (isCluster(this.client)) {
+      await this.ping();
+      return undefined;
+    }
+    if (this.client.status !== 'ready') {
+      throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
+    }
+    const info = await this.client.info('server');
+    return /^run_id:(\w+)/m.exec(info)?.[1];
+  }
+
   async ping(): Promise<void> {
     if (this.client.status !== 'ready') {
       throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);

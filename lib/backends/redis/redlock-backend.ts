@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { LockBackendError } from '../../core/errors';
+import { LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import type {
   AcquireOutcome,
@@ -26,7 +26,12 @@ import {
 import { lockKeyNames, type LockKeyNames } from './key-names';
 import { ownClients } from './own-clients';
 import { onEveryNode, quorumOf, type Judge, type Tally } from './quorum';
-import { resolveOptions, type RedlockBackendOptions, type ResolvedRedlockOptions } from './options';
+import {
+  assertDistinctAddresses,
+  resolveOptions,
+  type RedlockBackendOptions,
+  type ResolvedRedlockOptions,
+} from './options';
 import { closeClient, RedisNode } from './redis-node';
 import { scripts } from './scripts';
 import { WakeHub, type WakeMark } from './wake-hub';
@@ -71,9 +76,11 @@ export class RedlockBackend implements LockBackend {
 
   constructor(options: RedlockBackendOptions) {
     this.options = resolveOptions(options);
+    const owned = ownClients(this.options.nodes);
+    assertDistinctAddresses([...this.options.clients, ...owned], owned.length);
     this.nodes = [
       ...this.options.clients.map((client) => new RedisNode(client, false)),
-      ...ownClients(this.options.nodes).map((client) => new RedisNode(client, true)),
+      ...owned.map((client) => new RedisNode(client, true)),
     ];
     this.hubs = this.nodes.map((node) => new WakeHub(node));
     this.quorum = quorumOf(this.nodes.length);
@@ -277,19 +284,43 @@ export class RedlockBackend implements LockBackend {
 
   private async connect(signal: AbortSignal): Promise<void> {
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(INIT_TIMEOUT_MS)]);
+    const servers: (string | undefined)[] = [];
+    const checks: Promise<unknown>[] = [];
     await this.ask(
       'connect to Redis',
-      async (node) => {
-        await node.connect(bounded);
-        await node.ping();
-        return true as const;
+      (node, i) => {
+        const check = (async () => {
+          await node.connect(bounded);
+          servers[i] = await node.serverId();
+          return true as const;
+        })();
+        checks.push(check);
+        return check;
       },
       judgeReachable,
       signal,
       INIT_TIMEOUT_MS,
     );
+    // The quorum answered; the others get a moment more, so that two addresses of one server are seen as such.
+    await settledWithin(checks, this.options.nodeTimeout);
+    this.assertDistinctServers(servers);
     for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
     for (const hub of this.hubs) hub.start();
+  }
+
+  /** One server reached through two clients (a host alias, a proxy) would count twice towards the quorum. */
+  private assertDistinctServers(servers: readonly (string | undefined)[]): void {
+    const seen = new Map<string, number>();
+    servers.forEach((id, i) => {
+      if (id === undefined) return;
+      const first = seen.get(id);
+      if (first === undefined) return void seen.set(id, i);
+      throw new LockConfigurationError(
+        'clients',
+        `RedlockBackend options: ${this.nodes[first]!.label} and ${this.nodes[i]!.label} are the same Redis server ` +
+          `(run_id ${id}); each Redlock node must be a separate Redis master.`,
+      );
+    });
   }
 
   /** Fast once initialised; a backend used without init() (a LockService of its own) connects on first use. */
@@ -391,6 +422,19 @@ export class RedlockBackend implements LockBackend {
 /** µs since the epoch: the same score on every node, so every node orders the line alike. */
 function arrivalScore(): string {
   return String(Math.round((performance.timeOrigin + performance.now()) * 1000));
+}
+
+/** Waits for `work` to settle, or `ms`, whichever comes first. */
+async function settledWithin(work: readonly Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(work),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 function describe(error: unknown): string {
