@@ -49,7 +49,7 @@ describe('attack: Redlock with hung nodes (SIGSTOP)', () => {
       const key = `one-hung:${randomUUID()}`;
       const who = owner();
       const lease = { key, owner: who };
-      const calls = [
+      const calls: (() => Promise<unknown>)[] = [
         () => backend.acquire(request(key, who)),
         () => backend.extend(lease, 10_000, { signal: never }),
         () => backend.isLocked(key, { signal: never }),
