@@ -247,7 +247,13 @@ export class RedlockBackend implements LockBackend {
       }
       // Any release freeing the key on a majority reaches at least one of a quorum of subscribed channels.
       if (covered >= this.quorum) return;
-      void Promise.all(subscriptions.map((s) => s.ready))
+      // The same holds for the check below once a quorum is subscribed: a hung node's subscription, which may
+      // never be confirmed, must not hold the check back (the wait would then miss a release made meanwhile).
+      void enoughSubscribed(
+        subscriptions.map((s) => s.ready),
+        this.quorum,
+        this.options.nodeTimeout,
+      )
         .then(() => {
           if (done) return false;
           return this.ask(
@@ -422,6 +428,25 @@ export class RedlockBackend implements LockBackend {
 /** µs since the epoch: the same score on every node, so every node orders the line alike. */
 function arrivalScore(): string {
   return String(Math.round((performance.timeOrigin + performance.now()) * 1000));
+}
+
+/** Resolves once `needed` subscriptions are confirmed, all have settled, or `ms` passed. */
+function enoughSubscribed(ready: readonly Promise<boolean>[], needed: number, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let confirmed = 0;
+    let settled = 0;
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    const count = (ok: boolean): void => {
+      if (ok) confirmed++;
+      if (++settled === ready.length || confirmed >= needed) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    if (ready.length === 0) count(false);
+    for (const r of ready) void r.then(count, () => count(false));
+  });
 }
 
 /** Waits for `work` to settle, or `ms`, whichever comes first. */
