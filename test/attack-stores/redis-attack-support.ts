@@ -77,8 +77,9 @@ export class Opened {
     return this.backend({ ...options, clients: ports.map((port) => this.client(port)) });
   }
 
+  /** A service that lets go of what it still holds at once when closed (no shutdownTimeout grace by default). */
   service(config: LockServiceConfig): LockService {
-    const service = new LockService(config);
+    const service = new LockService({ shutdownTimeout: 0, ...config });
     this.services.push(service);
     return service;
   }

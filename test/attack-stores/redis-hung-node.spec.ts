@@ -65,7 +65,9 @@ describe('attack: Redlock with hung nodes (SIGSTOP)', () => {
     }
     // Each call is decided by the four live nodes: a round trip, not the hung node's timeout.
     expect(Math.max(...times)).toBeLessThan(NODE_TIMEOUT);
-    console.log(`1 of 5 hung: calls took median ${median(times).toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms`);
+    console.log(
+      `1 of 5 hung: calls took median ${median(times).toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms`,
+    );
   });
 
   it('1 of 5 hung: a wait on a key that is already free returns within nodeTimeout, not at its timeout', async () => {
