@@ -132,11 +132,42 @@ export class WakeHub {
     if (this.closed) return undefined;
     if (this.subscriber) return this.subscriber;
     const subscriber = this.node.client.duplicate();
+    let connectedBefore = false;
     subscriber.on('error', () => undefined);
     subscriber.on('close', () => this.epoch++);
+    subscriber.on('ready', () => {
+      if (connectedBefore) this.resubscribe(subscriber);
+      connectedBefore = true;
+    });
     subscriber.on('message', (channel: string, target: string) => this.deliver(channel, target));
     this.subscriber = subscriber;
     return subscriber;
+  }
+
+  /**
+   * The subscription connection is back after a drop: whatever was announced while it was down is lost, and
+   * ioredis resubscribes only when the client was made with autoResubscribe (the default). So every channel is
+   * subscribed again here, and once that is confirmed every waiter is woken to ask the nodes afresh — a release
+   * announced meanwhile would otherwise leave its waiter asleep until its polling pause ends.
+   */
+  private resubscribe(subscriber: RedlockClient): void {
+    const names = [...this.channels.keys()];
+    if (names.length === 0) return;
+    subscriber.subscribe(...names).then(
+      () => {
+        if (this.subscriber !== subscriber) return;
+        // Marks taken before the subscriptions were back say nothing about what was announced meanwhile.
+        this.epoch++;
+        for (const name of names) {
+          const state = this.channels.get(name);
+          if (!state) continue;
+          state.subscribed = true;
+          for (const listener of [...state.listeners]) listener('');
+        }
+      },
+      // Dropped again: the next 'ready' tries again; the waits' own timeouts cover the meantime.
+      () => undefined,
+    );
   }
 
   private deliver(name: string, target: string): void {
