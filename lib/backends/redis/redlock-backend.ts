@@ -281,6 +281,7 @@ export class RedlockBackend implements LockBackend {
     this.closing ??= (async () => {
       this.watch.close();
       for (const node of this.nodes) node.detach();
+      await this.withdrawPlaces();
       this.waits.clear();
       await Promise.allSettled(this.hubs.map((hub) => hub.close()));
       await Promise.allSettled(this.nodes.filter((node) => node.owned).map((node) => closeClient(node.client)));
@@ -394,6 +395,32 @@ export class RedlockBackend implements LockBackend {
         .run(scripts.release, names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
         .catch(() => undefined);
     });
+  }
+
+  /**
+   * Withdraws the places in line of callers still waiting through this backend, which can no longer come back
+   * for their turn: a place left behind would be offered the key at the next release and hold up the waiter
+   * behind it for handoffTimeout, and until its deadline (placeTtl) if nobody ever releases. Bounded by
+   * nodeTimeout; what does not reach a node lapses there.
+   */
+  private async withdrawPlaces(): Promise<void> {
+    const calls: Promise<unknown>[] = [];
+    for (const id of this.waits.keys()) {
+      const split = id.lastIndexOf('\u0000');
+      const key = id.slice(0, split);
+      const owner = id.slice(split + 1);
+      const names = this.namesFor(key);
+      this.nodes.forEach((node, i) => {
+        if (!node.connected) return;
+        const { keys, channel } = names[i]!;
+        calls.push(
+          node
+            .run(scripts.release, keys, [owner, '', '0', this.options.handoffTimeout, channel])
+            .catch(() => undefined),
+        );
+      });
+    }
+    if (calls.length > 0) await settledWithin(calls, this.options.nodeTimeout);
   }
 
   private remember(id: string, waiting: Waiting | undefined, arrival: string, marks: Waiting['marks']): void {
