@@ -38,6 +38,8 @@ import { WakeHub, type WakeMark } from './wake-hub';
 
 /** Bound on init() waiting for connections, beside the caller's signal. */
 const INIT_TIMEOUT_MS = 10_000;
+/** Past a hand-off's end before a waiter behind looks again: node clocks count whole ms, timers run late. */
+const HANDOFF_MARGIN_MS = 5;
 const NEVER = new AbortController().signal;
 
 /** A waiter's place, kept between its attempts on one key. */
@@ -210,6 +212,10 @@ export class RedlockBackend implements LockBackend {
    * throughout since the owner's last attempt, what was announced meanwhile is already known and no command is
    * needed; otherwise it subscribes and then asks the nodes whether the key is free for it, so a release
    * between the attempt and the subscription is not missed.
+   *
+   * A key offered to a waiter ahead that never comes for it (it died, or gave up without withdrawing) frees
+   * silently when its hand-off lapses: so an offer to another owner, unless that owner is announced to have
+   * taken the key ('+owner'), wakes this waiter once the hand-off is over, to try again.
    */
   waitForRelease(wait: WaitForRelease): Promise<void> {
     if (this.closing || wait.signal.aborted) return Promise.resolve();
@@ -219,36 +225,52 @@ export class RedlockBackend implements LockBackend {
     const names = this.namesFor(wait.key);
     return new Promise<void>((resolve) => {
       let done = false;
+      let handoff: NodeJS.Timeout | undefined;
       const stops: Array<() => void> = [];
       const finish = (): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        clearTimeout(handoff);
         wait.signal.removeEventListener('abort', finish);
         for (const stop of stops) stop();
         resolve();
       };
+      /** Looks again `ms` after the latest offer to another owner (margin: the server counts whole ms). */
+      const lookAgainIn = (ms: number): void => {
+        clearTimeout(handoff);
+        handoff = setTimeout(finish, ms + HANDOFF_MARGIN_MS);
+        handoff.unref();
+      };
+      const consider = (target: string): void => {
+        if (done) return;
+        if (wakesMe(target)) return finish();
+        if (target.startsWith('+')) {
+          clearTimeout(handoff);
+          handoff = undefined;
+        } else {
+          lookAgainIn(this.options.handoffTimeout);
+        }
+      };
       const timer = setTimeout(finish, wait.timeoutMs);
       timer.unref();
       wait.signal.addEventListener('abort', finish, { once: true });
-      const subscriptions = this.hubs.map((hub, i) =>
-        hub.listen(names[i]!.channel, (target) => {
-          if (wakesMe(target)) finish();
-        }),
-      );
+      const subscriptions = this.hubs.map((hub, i) => hub.listen(names[i]!.channel, consider));
       for (const s of subscriptions) stops.push(s.stop);
       let covered = 0;
       for (let i = 0; i < this.hubs.length; i++) {
         const mark = waiting?.marks?.[i];
         const since = mark ? this.hubs[i]!.since(names[i]!.channel, mark) : undefined;
         if (since === undefined) continue;
-        if (since.some(wakesMe)) return finish();
+        for (const target of since) consider(target);
+        if (done) return;
         covered++;
       }
       // Any release freeing the key on a majority reaches at least one of a quorum of subscribed channels.
       if (covered >= this.quorum) return;
       // The same holds for the check below once a quorum is subscribed: a hung node's subscription, which may
       // never be confirmed, must not hold the check back (the wait would then miss a release made meanwhile).
+      let promisedForMs = Infinity;
       void enoughSubscribed(
         subscriptions.map((s) => s.ready),
         this.quorum,
@@ -258,7 +280,11 @@ export class RedlockBackend implements LockBackend {
           if (done) return false;
           return this.ask(
             'wait for a lock',
-            (node, i) => this.probe(node, i, wait.key, wait.owner, queued),
+            async (node, i) => {
+              const answer = await this.probe(node, i, wait.key, wait.owner, queued);
+              if (answer[0] === 2) promisedForMs = Math.min(promisedForMs, answer[1]);
+              return answer;
+            },
             judgeTakeable,
             wait.signal,
           );
@@ -266,6 +292,8 @@ export class RedlockBackend implements LockBackend {
         .then(
           (takeable) => {
             if (takeable) finish();
+            // Offered to another before this wait listened: look again when that offer lapses.
+            else if (!done && Number.isFinite(promisedForMs)) lookAgainIn(promisedForMs);
           },
           // The nodes could not tell: the timeout is the fallback, and the next attempt will report the error.
           () => undefined,
