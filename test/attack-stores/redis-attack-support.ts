@@ -143,8 +143,9 @@ export class TcpLink {
   }
 
   cut(): void {
+    // destroy(), not resetAndDestroy(): on a paused socket Node 20 then leaves a handle that spins the event loop.
     for (const [inbound, outbound] of [...this.pairs]) {
-      inbound.resetAndDestroy();
+      inbound.destroy();
       outbound.destroy();
     }
   }
