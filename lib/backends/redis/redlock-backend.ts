@@ -92,7 +92,8 @@ export class RedlockBackend implements LockBackend {
 
   /** Connects every node and checks a quorum answers; opens the connections that carry release announcements. */
   init(signal: AbortSignal = NEVER): Promise<void> {
-    this.assertOpen('connect to Redis');
+    // Rejects rather than throws: `void backend.init().catch(report)` must not become an uncaught exception.
+    if (this.closing) return Promise.reject(this.closedError('connect to Redis'));
     if (this.ready) return Promise.resolve();
     this.initialised ??= this.connect(signal).then(
       () => {
@@ -474,9 +475,11 @@ export class RedlockBackend implements LockBackend {
   }
 
   private assertOpen(operation: string): void {
-    if (this.closing) {
-      throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
-    }
+    if (this.closing) throw this.closedError(operation);
+  }
+
+  private closedError(operation: string): LockBackendError {
+    return new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
   }
 }
 
