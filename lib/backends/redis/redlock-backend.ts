@@ -177,13 +177,7 @@ export class RedlockBackend implements LockBackend {
     return this.ask(
       'release a lock',
       (node, i) =>
-        node.run(scripts.release, names[i]!.keys, [
-          lease.owner,
-          token,
-          '0',
-          handoff,
-          names[i]!.channel,
-        ]) as Promise<number>,
+        node.giveBack(names[i]!.keys, [lease.owner, token, '0', handoff, names[i]!.channel]) as Promise<number>,
       judgeConfirmed,
       call.signal,
     );
@@ -408,7 +402,8 @@ export class RedlockBackend implements LockBackend {
   /**
    * Gives back the votes of a failed Redlock round at once, keeping the place in line: a stale vote would
    * otherwise block every other contender until its ttl ran out. Sent to every node that did not refuse — also
-   * those yet to answer: on the same connection the undo runs after the attempt.
+   * those yet to answer: on the same connection the undo runs after the attempt — and kept for nodes not
+   * connected now, for ioredis may send the attempt again when they are back (RedisNode.giveBack).
    */
   private undoVotes(
     request: AcquireRequest,
@@ -419,9 +414,8 @@ export class RedlockBackend implements LockBackend {
     this.nodes.forEach((node, i) => {
       const answer = answers[i];
       if (answer !== undefined && answer[0] !== 1) return;
-      if (!node.connected) return;
       node
-        .run(scripts.release, names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
+        .giveBack(names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
         .catch(() => undefined);
     });
   }
