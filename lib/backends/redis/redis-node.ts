@@ -135,13 +135,10 @@ export class RedisNode {
 
   /**
    * The server's run id (INFO server), which tells two addresses of one server apart from two servers; undefined
-   * for a Cluster, whose nodes each have their own. Like ping, fails at once when not connected.
+   * for a Cluster, whose nodes each have their own. Fails at once when not connected.
    */
   async serverId(): Promise<string | undefined> {
-    if (isCluster(this.client)) {
-      await this.ping();
-      return undefined;
-    }
+    if (isCluster(this.client)) return undefined;
     if (this.client.status !== 'ready') {
       throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
     }

@@ -321,7 +321,9 @@ export class RedlockBackend implements LockBackend {
       (node, i) => {
         const check = (async () => {
           await node.connect(bounded);
-          servers[i] = await node.serverId();
+          await node.ping();
+          // A user whose ACL denies INFO still gets a working backend, only without this check.
+          servers[i] = await node.serverId().catch(() => undefined);
           return true as const;
         })();
         checks.push(check);
