@@ -176,6 +176,48 @@ describe('attack: Redlock connections and lifecycles', () => {
     await lock.release().catch(() => undefined);
   });
 
+  it('a node that refuses writes (maxmemory reached, or turned into a read-only replica): LockBackendError with what Redis said', async () => {
+    const port = ports[2]!;
+    const admin = admins[2]!;
+    const locks = opened.service({ backends: { default: opened.backendOn([port], { nodeTimeout: NODE_TIMEOUT }) } });
+    const causeOf = async (): Promise<string> => {
+      const { error } = await timed(() => locks.acquire(`refused:${randomUUID()}`));
+      expect(error).toBeInstanceOf(LockBackendError);
+      return String((error as LockBackendError).nodeFailures[0]?.error);
+    };
+    await locks.init();
+    try {
+      await admin.config('SET', 'maxmemory', '1');
+      expect(await causeOf()).toMatch(/OOM/);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    try {
+      await admin.replicaof('127.0.0.1', ports[1]!);
+      expect(await causeOf()).toMatch(/READONLY/);
+    } finally {
+      await admin.replicaof('NO', 'ONE');
+    }
+    const lock = await locks.acquire(`writable-again:${randomUUID()}`);
+    await lock.release();
+  });
+
+  it('a Redis user whose ACL denies INFO and other @dangerous commands can still lock', async () => {
+    const user = `locker-${randomUUID().slice(0, 8)}`;
+    await Promise.all(admins.map((a) => a.acl('SETUSER', user, 'on', '>secret', '~*', '&*', '+@all', '-@dangerous')));
+    try {
+      const backend = opened.backend({
+        clients: ports.map((p) => opened.client(p, { username: user, password: 'secret', enableReadyCheck: false })),
+      });
+      await backend.init(never);
+      const locks = opened.service({ backends: { default: backend } });
+      const lock = await locks.acquire(`acl:${randomUUID()}`);
+      await lock.release();
+    } finally {
+      await Promise.all(admins.map((a) => a.acl('DELUSER', user)));
+    }
+  });
+
   it('Lua scripts flushed (SCRIPT FLUSH) on every node again and again under contention: no error, no overlap', async () => {
     const services = Array.from({ length: 4 }, () =>
       opened.service({ backends: { default: opened.backendOn(ports, { nodeTimeout: NODE_TIMEOUT }) } }),
