@@ -167,6 +167,31 @@ describe('attack: Redlock waiters', () => {
     for (const { error } of await Promise.all(calls)) expect(error).toBeInstanceOf(LockError);
   });
 
+  it('no subscription is left behind: channels of finished waits go after their linger (5 s), and close() drops the rest', async () => {
+    const prefix = `channels:${randomUUID()}:`;
+    const ours = async (): Promise<string[]> => (await admin.pubsub('CHANNELS', `${prefix}*`)) as string[];
+    const holder = await serviceOn();
+    const waiter = await serviceOn();
+    const keys = Array.from({ length: 10 }, (_, i) => `${prefix}${i}`);
+    for (const key of keys) {
+      const held = await holder.locks.acquire(key);
+      const waiting = waiter.locks.acquire(key, { waitTimeout: 5_000 });
+      await waitUntil('the waiter is in line', async () => (await line(key)).length === 1);
+      await held.release();
+      await (await waiting).release();
+    }
+    expect((await ours()).length).toBeGreaterThan(0);
+    await waitUntil('every channel is unsubscribed', async () => (await ours()).length === 0, 6_500);
+    // A wait still on at close: its channel goes with the backend.
+    const held = await holder.locks.acquire(`${prefix}last`);
+    void waiter.locks.acquire(`${prefix}last`, { waitTimeout: 5_000 }).catch(() => undefined);
+    await waitUntil('the last wait listens', async () => (await ours()).length === 1);
+    await waiter.locks.close();
+    await waiter.backend.close();
+    await waitUntil('its channel is gone', async () => (await ours()).length === 0, 1_000);
+    await held.release();
+  }, 15_000);
+
   it.each([
     ['ioredis defaults', {}],
     ['a client with autoResubscribe off', { autoResubscribe: false }],
