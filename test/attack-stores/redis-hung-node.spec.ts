@@ -188,6 +188,26 @@ describe('attack: Redlock with hung nodes (SIGSTOP)', () => {
     await next.release();
   });
 
+  it('3 of 5 hung at startup: init fails within operationTimeout, health() says down within nodeTimeout', async () => {
+    pause(ports[0]!, ports[1]!, ports[2]!);
+    const locks = opened.service({
+      backends: { default: opened.backendOn(ports, { nodeTimeout: NODE_TIMEOUT }) },
+      operationTimeout: 500,
+    });
+    const init = await timed(() => locks.init());
+    expect(init.error).toBeInstanceOf(LockBackendError);
+    expect(init.ms).toBeLessThan(500 + 700);
+    const started = opened.service({
+      backends: { default: opened.backendOn(ports.slice(2), { nodeTimeout: NODE_TIMEOUT }) },
+    });
+    resumeAll();
+    await started.init();
+    pause(ports[2]!, ports[3]!);
+    const health = await timed(() => started.health());
+    expect(health.value?.[0]?.up).toBe(false);
+    expect(health.ms).toBeLessThan(NODE_TIMEOUT + 700);
+  });
+
   it('a backend starts with 1 of 5 hung, and closes within about a second with 1 hung', async () => {
     pause(ports[1]!);
     const backend = opened.backendOn(ports, { nodeTimeout: NODE_TIMEOUT });
