@@ -1,5 +1,6 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { LockConfigurationError } from '../../core/errors';
+import { MAX_DURATION_MS } from '../../core/options';
 
 /** An ioredis client: one Redis master, or a whole Redis Cluster, which counts as one node. */
 export type RedlockClient = Redis | Cluster;
@@ -89,15 +90,51 @@ function list<T>(value: readonly T[] | undefined, name: string): readonly T[] {
   return value;
 }
 
+/** Node runs a timer of 2^31 ms or more after 1 ms: a longer nodeTimeout would fail every call at once. */
 function positive(value: number | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
+  if (!Number.isSafeInteger(value) || value <= 0 || value > MAX_DURATION_MS) {
     throw new LockConfigurationError(
       name,
-      `${WHERE}: "${name}" must be a positive whole number of ms, got ${String(value)}.`,
+      `${WHERE}: "${name}" must be a whole number of ms from 1 to ${MAX_DURATION_MS}, got ${String(value)}.`,
     );
   }
   return value;
+}
+
+/**
+ * Each Redlock node must be a server of its own: one listed twice would count twice towards the quorum, so its
+ * failure alone (a restart that empties it) could hand a held key to a second owner. Compares the addresses the
+ * clients were given (ioredis has parsed URLs and defaults by now); aliases of one server (another host name,
+ * a proxy) are caught by init, which compares the servers' run ids.
+ */
+export function assertDistinctAddresses(clients: readonly RedlockClient[], fromNodes: number): void {
+  const seen = new Map<string, number>();
+  clients.forEach((client, i) => {
+    const address = addressOf(client);
+    if (address === undefined) return;
+    const first = seen.get(address);
+    if (first === undefined) return void seen.set(address, i);
+    const option = i >= clients.length - fromNodes ? 'nodes' : 'clients';
+    throw new LockConfigurationError(
+      option,
+      `${WHERE}: ${address} is listed twice (${nameOf(first, clients.length, fromNodes)} and ` +
+        `${nameOf(i, clients.length, fromNodes)}); each Redlock node must be a separate Redis master.`,
+    );
+  });
+}
+
+/** host:port or socket path of a plain client; undefined where it does not say (Cluster, Sentinel). */
+function addressOf(client: RedlockClient): string | undefined {
+  if (client.isCluster) return undefined;
+  const { host, port, path, sentinels } = (client as Redis).options;
+  if (sentinels && sentinels.length > 0) return undefined;
+  return path ? path : `${host ?? 'localhost'}:${port ?? 6379}`;
+}
+
+function nameOf(index: number, total: number, fromNodes: number): string {
+  const firstNode = total - fromNodes;
+  return index >= firstNode ? `nodes[${index - firstNode}]` : `clients[${index}]`;
 }
 
 function looksLikeIoredis(value: unknown): value is RedlockClient {

@@ -2,6 +2,9 @@ import type { Cluster, Redis } from 'ioredis';
 import type { RedlockClient } from './options';
 import { scripts, type LuaScript } from './scripts';
 
+/** Releases kept for a disconnected node at most: beyond, their keys are left to expire. */
+const MAX_KEPT_RELEASES = 1024;
+
 /** A call that failed on one node, with what the node (or the lack of an answer) said. */
 export class NodeCallError extends Error {}
 
@@ -15,6 +18,11 @@ export class RedisNode {
   private readonly plainLabel: string;
   /** A Cluster's node connections this node loads the scripts on whenever they are (re)made. */
   private readonly clusterNodes = new Set<Redis>();
+  /** Releases asked for while the client was not connected, sent once it is (see giveBack). */
+  private readonly keptReleases: { readonly keys: readonly string[]; readonly args: readonly (string | number)[] }[] =
+    [];
+  /** Set from 'ready' until the kept releases are sent: calls made meanwhile go after them. */
+  private sendingKept: Promise<void> | undefined;
 
   constructor(
     readonly client: RedlockClient,
@@ -29,18 +37,47 @@ export class RedisNode {
       // load is queued ahead of every call routed to that node.
       for (const node of client.nodes('all')) this.watchClusterNode(node);
       client.on('+node', this.watchClusterNode);
-    } else {
-      client.on('ready', this.loadScripts);
     }
+    client.on('ready', this.onReady);
   }
 
   /** Stops listening to the client (the user's client outlives the backend). */
   detach(): void {
-    this.client.off('ready', this.loadScripts);
+    this.client.off('ready', this.onReady);
     this.client.off('+node', this.watchClusterNode);
     for (const node of this.clusterNodes) node.off('ready', this.loadScriptsOnReady);
     this.clusterNodes.clear();
+    this.keptReleases.length = 0;
   }
+
+  /**
+   * Runs the release script (compare-and-delete by owner, withdrawing its place); when the client is not
+   * connected, fails like run() but keeps the release to send once it is back. ioredis sends the commands a
+   * dropped connection left unanswered again on the new one — an acquire among them would take the key for an
+   * owner that has given up, and nobody would free it before its ttl. It resends them right after emitting
+   * 'ready'; the kept releases are sent on the next tick, after them, and calls made in between wait for that,
+   * so a later acquire by the same owner (a multi-key round starting over) still comes after its release.
+   */
+  giveBack(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    if (this.client.status !== 'ready' && this.keptReleases.length < MAX_KEPT_RELEASES) {
+      this.keptReleases.push({ keys, args });
+    }
+    return this.run(scripts.release, keys, args);
+  }
+
+  private readonly onReady = (): void => {
+    // A Cluster loads its scripts node by node (watchClusterNode); a plain client on each new connection.
+    if (!this.cluster) this.loadScripts();
+    if (this.keptReleases.length === 0) return;
+    const kept = this.keptReleases.splice(0);
+    this.sendingKept = new Promise<void>((resolve) =>
+      process.nextTick(() => {
+        this.sendingKept = undefined;
+        for (const { keys, args } of kept) this.run(scripts.release, keys, args).catch(() => undefined);
+        resolve();
+      }),
+    );
+  };
 
   /**
    * Loads every script as soon as a connection is ready — sent before any other command on it, since calls
@@ -86,6 +123,7 @@ export class RedisNode {
 
   /** EVALSHA, and EVAL when the node does not have the script cached (first use, or after a restart). */
   async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    if (this.sendingKept) await this.sendingKept;
     if (this.client.status !== 'ready') {
       throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
     }
@@ -122,6 +160,19 @@ export class RedisNode {
       signal.addEventListener('abort', onAbort, { once: true });
       if (client.status === 'wait') client.connect().catch(onError);
     });
+  }
+
+  /**
+   * The server's run id (INFO server), which tells two addresses of one server apart from two servers; undefined
+   * for a Cluster, whose nodes each have their own. Fails at once when not connected.
+   */
+  async serverId(): Promise<string | undefined> {
+    if (isCluster(this.client)) return undefined;
+    if (this.client.status !== 'ready') {
+      throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
+    }
+    const info = await this.client.info('server');
+    return /^run_id:(\w+)/m.exec(info)?.[1];
   }
 
   async ping(): Promise<void> {

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { LockBackendError } from '../../core/errors';
+import { LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import type {
   AcquireOutcome,
@@ -26,13 +26,20 @@ import {
 import { lockKeyNames, type LockKeyNames } from './key-names';
 import { ownClients } from './own-clients';
 import { onEveryNode, quorumOf, type Judge, type Tally } from './quorum';
-import { resolveOptions, type RedlockBackendOptions, type ResolvedRedlockOptions } from './options';
+import {
+  assertDistinctAddresses,
+  resolveOptions,
+  type RedlockBackendOptions,
+  type ResolvedRedlockOptions,
+} from './options';
 import { closeClient, RedisNode } from './redis-node';
 import { scripts } from './scripts';
 import { WakeHub, type WakeMark } from './wake-hub';
 
 /** Bound on init() waiting for connections, beside the caller's signal. */
 const INIT_TIMEOUT_MS = 10_000;
+/** Past a hand-off's end before a waiter behind looks again: node clocks count whole ms, timers run late. */
+const HANDOFF_MARGIN_MS = 5;
 const NEVER = new AbortController().signal;
 
 /** A waiter's place, kept between its attempts on one key. */
@@ -71,9 +78,11 @@ export class RedlockBackend implements LockBackend {
 
   constructor(options: RedlockBackendOptions) {
     this.options = resolveOptions(options);
+    const owned = ownClients(this.options.nodes);
+    assertDistinctAddresses([...this.options.clients, ...owned], owned.length);
     this.nodes = [
       ...this.options.clients.map((client) => new RedisNode(client, false)),
-      ...ownClients(this.options.nodes).map((client) => new RedisNode(client, true)),
+      ...owned.map((client) => new RedisNode(client, true)),
     ];
     this.hubs = this.nodes.map((node) => new WakeHub(node));
     this.quorum = quorumOf(this.nodes.length);
@@ -83,7 +92,8 @@ export class RedlockBackend implements LockBackend {
 
   /** Connects every node and checks a quorum answers; opens the connections that carry release announcements. */
   init(signal: AbortSignal = NEVER): Promise<void> {
-    this.assertOpen('connect to Redis');
+    // Rejects rather than throws: `void backend.init().catch(report)` must not become an uncaught exception.
+    if (this.closing) return Promise.reject(this.closedError('connect to Redis'));
     if (this.ready) return Promise.resolve();
     this.initialised ??= this.connect(signal).then(
       () => {
@@ -167,13 +177,7 @@ export class RedlockBackend implements LockBackend {
     return this.ask(
       'release a lock',
       (node, i) =>
-        node.run(scripts.release, names[i]!.keys, [
-          lease.owner,
-          token,
-          '0',
-          handoff,
-          names[i]!.channel,
-        ]) as Promise<number>,
+        node.giveBack(names[i]!.keys, [lease.owner, token, '0', handoff, names[i]!.channel]) as Promise<number>,
       judgeConfirmed,
       call.signal,
     );
@@ -203,6 +207,10 @@ export class RedlockBackend implements LockBackend {
    * throughout since the owner's last attempt, what was announced meanwhile is already known and no command is
    * needed; otherwise it subscribes and then asks the nodes whether the key is free for it, so a release
    * between the attempt and the subscription is not missed.
+   *
+   * A key offered to a waiter ahead that never comes for it (it died, or gave up without withdrawing) frees
+   * silently when its hand-off lapses: so an offer to another owner, unless that owner is announced to have
+   * taken the key ('+owner'), wakes this waiter once the hand-off is over, to try again.
    */
   waitForRelease(wait: WaitForRelease): Promise<void> {
     if (this.closing || wait.signal.aborted) return Promise.resolve();
@@ -212,40 +220,66 @@ export class RedlockBackend implements LockBackend {
     const names = this.namesFor(wait.key);
     return new Promise<void>((resolve) => {
       let done = false;
+      let handoff: NodeJS.Timeout | undefined;
       const stops: Array<() => void> = [];
       const finish = (): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        clearTimeout(handoff);
         wait.signal.removeEventListener('abort', finish);
         for (const stop of stops) stop();
         resolve();
       };
+      /** Looks again `ms` after the latest offer to another owner (margin: the server counts whole ms). */
+      const lookAgainIn = (ms: number): void => {
+        clearTimeout(handoff);
+        handoff = setTimeout(finish, ms + HANDOFF_MARGIN_MS);
+        handoff.unref();
+      };
+      const consider = (target: string): void => {
+        if (done) return;
+        if (wakesMe(target)) return finish();
+        if (target.startsWith('+')) {
+          clearTimeout(handoff);
+          handoff = undefined;
+        } else {
+          lookAgainIn(this.options.handoffTimeout);
+        }
+      };
       const timer = setTimeout(finish, wait.timeoutMs);
       timer.unref();
       wait.signal.addEventListener('abort', finish, { once: true });
-      const subscriptions = this.hubs.map((hub, i) =>
-        hub.listen(names[i]!.channel, (target) => {
-          if (wakesMe(target)) finish();
-        }),
-      );
+      const subscriptions = this.hubs.map((hub, i) => hub.listen(names[i]!.channel, consider));
       for (const s of subscriptions) stops.push(s.stop);
       let covered = 0;
       for (let i = 0; i < this.hubs.length; i++) {
         const mark = waiting?.marks?.[i];
         const since = mark ? this.hubs[i]!.since(names[i]!.channel, mark) : undefined;
         if (since === undefined) continue;
-        if (since.some(wakesMe)) return finish();
+        for (const target of since) consider(target);
+        if (done) return;
         covered++;
       }
       // Any release freeing the key on a majority reaches at least one of a quorum of subscribed channels.
       if (covered >= this.quorum) return;
-      void Promise.all(subscriptions.map((s) => s.ready))
+      // The same holds for the check below once a quorum is subscribed: a hung node's subscription, which may
+      // never be confirmed, must not hold the check back (the wait would then miss a release made meanwhile).
+      let promisedForMs = Infinity;
+      void enoughSubscribed(
+        subscriptions.map((s) => s.ready),
+        this.quorum,
+        this.options.nodeTimeout,
+      )
         .then(() => {
           if (done) return false;
           return this.ask(
             'wait for a lock',
-            (node, i) => this.probe(node, i, wait.key, wait.owner, queued),
+            async (node, i) => {
+              const answer = await this.probe(node, i, wait.key, wait.owner, queued);
+              if (answer[0] === 2) promisedForMs = Math.min(promisedForMs, answer[1]);
+              return answer;
+            },
             judgeTakeable,
             wait.signal,
           );
@@ -253,6 +287,8 @@ export class RedlockBackend implements LockBackend {
         .then(
           (takeable) => {
             if (takeable) finish();
+            // Offered to another before this wait listened: look again when that offer lapses.
+            else if (!done && Number.isFinite(promisedForMs)) lookAgainIn(promisedForMs);
           },
           // The nodes could not tell: the timeout is the fallback, and the next attempt will report the error.
           () => undefined,
@@ -268,6 +304,7 @@ export class RedlockBackend implements LockBackend {
     this.closing ??= (async () => {
       this.watch.close();
       for (const node of this.nodes) node.detach();
+      await this.withdrawPlaces();
       this.waits.clear();
       await Promise.allSettled(this.hubs.map((hub) => hub.close()));
       await Promise.allSettled(this.nodes.filter((node) => node.owned).map((node) => closeClient(node.client)));
@@ -277,19 +314,45 @@ export class RedlockBackend implements LockBackend {
 
   private async connect(signal: AbortSignal): Promise<void> {
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(INIT_TIMEOUT_MS)]);
+    const servers: (string | undefined)[] = [];
+    const checks: Promise<unknown>[] = [];
     await this.ask(
       'connect to Redis',
-      async (node) => {
-        await node.connect(bounded);
-        await node.ping();
-        return true as const;
+      (node, i) => {
+        const check = (async () => {
+          await node.connect(bounded);
+          await node.ping();
+          // A user whose ACL denies INFO still gets a working backend, only without this check.
+          servers[i] = await node.serverId().catch(() => undefined);
+          return true as const;
+        })();
+        checks.push(check);
+        return check;
       },
       judgeReachable,
       signal,
       INIT_TIMEOUT_MS,
     );
+    // The quorum answered; the others get a moment more, so that two addresses of one server are seen as such.
+    await settledWithin(checks, this.options.nodeTimeout);
+    this.assertDistinctServers(servers);
     for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
     for (const hub of this.hubs) hub.start();
+  }
+
+  /** One server reached through two clients (a host alias, a proxy) would count twice towards the quorum. */
+  private assertDistinctServers(servers: readonly (string | undefined)[]): void {
+    const seen = new Map<string, number>();
+    servers.forEach((id, i) => {
+      if (id === undefined) return;
+      const first = seen.get(id);
+      if (first === undefined) return void seen.set(id, i);
+      throw new LockConfigurationError(
+        'clients',
+        `RedlockBackend options: ${this.nodes[first]!.label} and ${this.nodes[i]!.label} are the same Redis server ` +
+          `(run_id ${id}); each Redlock node must be a separate Redis master.`,
+      );
+    });
   }
 
   /** Fast once initialised; a backend used without init() (a LockService of its own) connects on first use. */
@@ -341,7 +404,8 @@ export class RedlockBackend implements LockBackend {
   /**
    * Gives back the votes of a failed Redlock round at once, keeping the place in line: a stale vote would
    * otherwise block every other contender until its ttl ran out. Sent to every node that did not refuse — also
-   * those yet to answer: on the same connection the undo runs after the attempt.
+   * those yet to answer: on the same connection the undo runs after the attempt — and kept for nodes not
+   * connected now, for ioredis may send the attempt again when they are back (RedisNode.giveBack).
    */
   private undoVotes(
     request: AcquireRequest,
@@ -352,11 +416,36 @@ export class RedlockBackend implements LockBackend {
     this.nodes.forEach((node, i) => {
       const answer = answers[i];
       if (answer !== undefined && answer[0] !== 1) return;
-      if (!node.connected) return;
       node
-        .run(scripts.release, names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
+        .giveBack(names[i]!.keys, [request.owner, '', keep, this.options.handoffTimeout, names[i]!.channel])
         .catch(() => undefined);
     });
+  }
+
+  /**
+   * Withdraws the places in line of callers still waiting through this backend, which can no longer come back
+   * for their turn: a place left behind would be offered the key at the next release and hold up the waiter
+   * behind it for handoffTimeout, and until its deadline (placeTtl) if nobody ever releases. Bounded by
+   * nodeTimeout; what does not reach a node lapses there.
+   */
+  private async withdrawPlaces(): Promise<void> {
+    const calls: Promise<unknown>[] = [];
+    for (const id of this.waits.keys()) {
+      const split = id.lastIndexOf('\u0000');
+      const key = id.slice(0, split);
+      const owner = id.slice(split + 1);
+      const names = this.namesFor(key);
+      this.nodes.forEach((node, i) => {
+        if (!node.connected) return;
+        const { keys, channel } = names[i]!;
+        calls.push(
+          node
+            .run(scripts.release, keys, [owner, '', '0', this.options.handoffTimeout, channel])
+            .catch(() => undefined),
+        );
+      });
+    }
+    if (calls.length > 0) await settledWithin(calls, this.options.nodeTimeout);
   }
 
   private remember(id: string, waiting: Waiting | undefined, arrival: string, marks: Waiting['marks']): void {
@@ -382,15 +471,49 @@ export class RedlockBackend implements LockBackend {
   }
 
   private assertOpen(operation: string): void {
-    if (this.closing) {
-      throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
-    }
+    if (this.closing) throw this.closedError(operation);
+  }
+
+  private closedError(operation: string): LockBackendError {
+    return new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
   }
 }
 
 /** µs since the epoch: the same score on every node, so every node orders the line alike. */
 function arrivalScore(): string {
   return String(Math.round((performance.timeOrigin + performance.now()) * 1000));
+}
+
+/** Resolves once `needed` subscriptions are confirmed, all have settled, or `ms` passed. */
+function enoughSubscribed(ready: readonly Promise<boolean>[], needed: number, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let confirmed = 0;
+    let settled = 0;
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    const count = (ok: boolean): void => {
+      if (ok) confirmed++;
+      if (++settled === ready.length || confirmed >= needed) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    if (ready.length === 0) count(false);
+    for (const r of ready) void r.then(count, () => count(false));
+  });
+}
+
+/** Waits for `work` to settle, or `ms`, whichever comes first. */
+async function settledWithin(work: readonly Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(work),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 function describe(error: unknown): string {

@@ -63,6 +63,7 @@ end
 /**
  * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, channel.
  * Returns {1, fencing token} granted, {0, pttl} held by another, {2, ms} free but promised to the first in line.
+ * The first in line taking the key announces '+owner', so the waiters behind stop counting its hand-off.
  *
  * The fencing counter becomes max(counter + 1, server time in ms × 2048): the counter makes tokens rise
  * between grants in the same millisecond, the clock floor makes them rise past a node that lost its counter.
@@ -83,7 +84,11 @@ if not holder then
     if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5])) end
     return {2, due - now}
   end
-  if first then leave(owner) end
+  if first then
+    leave(owner)
+    -- The waiters behind may be counting this owner's hand-off: it came, so they need not look again.
+    redis.call('PUBLISH', ARGV[7], '+' .. owner)
+  end
 end
 redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
 local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now * 2048)

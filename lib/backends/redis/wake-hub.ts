@@ -37,7 +37,9 @@ export class WakeHub {
   private epoch = 0;
   private closed = false;
 
-  constructor(private readonly node: RedisNode) {}
+  constructor(private readonly node: RedisNode) {
+    node.client.on('end', this.onClientEnd);
+  }
 
   /** Opens the subscription connection ahead of the first wait (init). Failures are left to the first wait. */
   start(): void {
@@ -90,6 +92,7 @@ export class WakeHub {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.node.client.off('end', this.onClientEnd);
     for (const state of this.channels.values()) {
       if (state.linger) clearTimeout(state.linger);
       for (const listener of [...state.listeners]) listener('');
@@ -99,6 +102,25 @@ export class WakeHub {
     this.subscriber = undefined;
     if (subscriber) await closeClient(subscriber);
   }
+
+  /**
+   * The node's client ended for good (its owner closed it): the subscription connection made from it goes too —
+   * nobody else would close it, and it would keep the process alive after the user closed every client. Waiters
+   * are woken to find the node gone; a wait after the user connects the client again opens a new one.
+   */
+  private readonly onClientEnd = (): void => {
+    const subscriber = this.subscriber;
+    if (!subscriber) return;
+    this.subscriber = undefined;
+    this.epoch++;
+    const channels = [...this.channels.values()];
+    this.channels.clear();
+    for (const state of channels) {
+      if (state.linger) clearTimeout(state.linger);
+      for (const listener of [...state.listeners]) listener('');
+    }
+    void closeClient(subscriber);
+  };
 
   private channel(name: string): Channel {
     let state = this.channels.get(name);
@@ -134,12 +156,45 @@ export class WakeHub {
   private connection(): RedlockClient | undefined {
     if (this.closed) return undefined;
     if (this.subscriber) return this.subscriber;
+    // Its owner closed the client: no connection of ours may outlive it (waits fall back on their timeouts).
+    if (this.node.client.status === 'end') return undefined;
     const subscriber = this.node.client.duplicate();
+    let connectedBefore = false;
     subscriber.on('error', () => undefined);
     subscriber.on('close', () => this.epoch++);
+    subscriber.on('ready', () => {
+      if (connectedBefore) this.resubscribe(subscriber);
+      connectedBefore = true;
+    });
     subscriber.on('message', (channel: string, target: string) => this.deliver(channel, target));
     this.subscriber = subscriber;
     return subscriber;
+  }
+
+  /**
+   * The subscription connection is back after a drop: whatever was announced while it was down is lost, and
+   * ioredis resubscribes only when the client was made with autoResubscribe (the default). So every channel is
+   * subscribed again here, and once that is confirmed every waiter is woken to ask the nodes afresh — a release
+   * announced meanwhile would otherwise leave its waiter asleep until its polling pause ends.
+   */
+  private resubscribe(subscriber: RedlockClient): void {
+    const names = [...this.channels.keys()];
+    if (names.length === 0) return;
+    subscriber.subscribe(...names).then(
+      () => {
+        if (this.subscriber !== subscriber) return;
+        // Marks taken before the subscriptions were back say nothing about what was announced meanwhile.
+        this.epoch++;
+        for (const name of names) {
+          const state = this.channels.get(name);
+          if (!state) continue;
+          state.subscribed = true;
+          for (const listener of [...state.listeners]) listener('');
+        }
+      },
+      // Dropped again: the next 'ready' tries again; the waits' own timeouts cover the meantime.
+      () => undefined,
+    );
   }
 
   private deliver(name: string, target: string): void {

@@ -43,6 +43,21 @@ export class RedisProcesses {
     for (let i = 0; i < 100 && alive(pid); i++) await sleep(20);
   }
 
+  /**
+   * Freezes the node (SIGSTOP): its connections stay open and its port still accepts, but nothing answers — a
+   * hung server, unlike a stopped one, which clients see fail at once. stop_pidfile resumes it before stopping.
+   */
+  pause(port: number): void {
+    const pid = this.pids.get(port);
+    if (pid !== undefined) process.kill(pid, 'SIGSTOP');
+  }
+
+  /** Lets a paused node run again (SIGCONT); what was sent to it meanwhile is answered then. */
+  resume(port: number): void {
+    const pid = this.pids.get(port);
+    if (pid !== undefined) process.kill(pid, 'SIGCONT');
+  }
+
   /** Starts the node again on its port, empty. */
   restart(port: number): Promise<void> {
     return this.run(port);
