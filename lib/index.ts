@@ -14,6 +14,7 @@ export { MemoryLockBackend, type MemoryLockBackendOptions } from './backends/mem
 export type { LockBackendProvider } from './core/backend-registry';
 export { ManualClock, systemClock, type ClockTimer, type LockClock } from './core/clock';
 export {
+  LockBackendClosedError,
   LockBackendError,
   LockConfigurationError,
   LockError,

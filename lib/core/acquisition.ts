@@ -7,7 +7,7 @@ import type {
 } from '../backends/lock-backend';
 import { backoffDelay } from './backoff';
 import type { LockClock } from './clock';
-import { LockBackendError, LockError, LockUnavailableError } from './errors';
+import { LockBackendClosedError, LockBackendError, LockError, LockUnavailableError } from './errors';
 import type { LockEvent } from './events';
 import type { KeyPair } from './key';
 import { type LeaseHost, LockLease } from './lock-lease';
@@ -124,7 +124,8 @@ export class Acquisition {
           round = await this.attemptRound();
         } catch (error) {
           this.throwIfCancelled();
-          if (!(error instanceof LockBackendError)) throw error;
+          // A closed backend never comes back: retrying it would only turn its answer into a late "busy".
+          if (!(error instanceof LockBackendError) || error instanceof LockBackendClosedError) throw error;
           lastError = error;
         }
         if (round && 'tokens' in round && this.roundSpoiled !== undefined) {
@@ -264,7 +265,9 @@ export class Acquisition {
       );
     } catch (error) {
       // A wait that failed is no reason to give up: the next attempt asks the store again.
-      if (this.cancelled || !(error instanceof LockBackendError)) throw error;
+      if (this.cancelled || !(error instanceof LockBackendError) || error instanceof LockBackendClosedError) {
+        throw error;
+      }
     } finally {
       if (this.current === control) this.current = undefined;
     }

@@ -1,3 +1,5 @@
+import { messages } from './messages';
+
 /**
  * Every error this library throws extends LockError, so `instanceof LockError` catches them all and `code`
  * survives serialisation (logs, RPC) where the class does not.
@@ -62,6 +64,16 @@ export class LockBackendError extends LockError {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * The backend was closed (by whoever owns it, or at shutdown) and will not answer again: a caller waiting for a
+ * key through it stops at once instead of retrying until its waitTimeout, as it would for a store that blinks.
+ */
+export class LockBackendClosedError extends LockBackendError {
+  constructor(backend: string, operation: string) {
+    super(backend, `${messages.backendFailed(backend, operation)} It is closed.`);
   }
 }
 

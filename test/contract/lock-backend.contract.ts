@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { LockBackend, LockClock } from '../../lib';
-import { LockService, type LockServiceConfig } from '../../lib';
+import { LockBackendClosedError, LockService, type LockServiceConfig } from '../../lib';
 
 /** What a backend's test file provides to run the contract against a real store. */
 export interface ContractHarness {
@@ -404,6 +404,26 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
         await waitTimeout;
         expect(await harness.backend.release(held, call)).toBe(true);
       });
+    });
+
+    it('ends a caller waiting through a backend that is closed under it, at once, with LockBackendClosedError', async () => {
+      // The backend is the caller's to close (an instance it passed in): the service does not own it.
+      const spare = await harness.reopen();
+      const prefix = `contract:${randomUUID()}:`;
+      await service(spare, prefix).acquire('k', { ttl: harness.ttl * 10 });
+      let outcome: unknown;
+      const waiting = service(spare, prefix)
+        .acquire('k', { waitTimeout: 10_000 })
+        .then(
+          (lock) => (outcome = lock),
+          (error: unknown) => (outcome = error),
+        );
+      await harness.elapse(20);
+      await spare.close();
+      // A closed backend never answers again: retrying it until waitTimeout would end in a false "busy".
+      for (let i = 0; i < 40 && outcome === undefined; i++) await harness.elapse(50);
+      await waiting;
+      expect(outcome).toBeInstanceOf(LockBackendClosedError);
     });
 
     it('closes idempotently', async () => {

@@ -1,6 +1,5 @@
 import { type ClockTimer, type LockClock, systemClock } from '../../core/clock';
-import { LockBackendError } from '../../core/errors';
-import { messages } from '../../core/messages';
+import { LockBackendClosedError } from '../../core/errors';
 import type {
   AcquireOutcome,
   AcquireRequest,
@@ -229,7 +228,7 @@ export class MemoryLockBackend implements LockBackend {
 
   private assertOpen(operation: string): void {
     if (this.closed) {
-      throw new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
+      throw new LockBackendClosedError(this.kind, operation);
     }
   }
 }

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { LockBackendError, LockConfigurationError } from '../../core/errors';
+import { LockBackendClosedError, LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import type {
   AcquireOutcome,
@@ -475,7 +475,7 @@ export class RedlockBackend implements LockBackend {
   }
 
   private closedError(operation: string): LockBackendError {
-    return new LockBackendError(this.kind, `${messages.backendFailed(this.kind, operation)} It is closed.`);
+    return new LockBackendClosedError(this.kind, operation);
   }
 }
 

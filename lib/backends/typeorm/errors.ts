@@ -1,4 +1,4 @@
-import { LockBackendError } from '../../core/errors';
+import { LockBackendClosedError, LockBackendError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import { driverError } from './dialect';
 
@@ -62,5 +62,5 @@ export function backendError(operation: string, error: unknown): LockBackendErro
 }
 
 export function closedError(operation: string): LockBackendError {
-  return new LockBackendError(BACKEND_KIND, `${messages.backendFailed(BACKEND_KIND, operation)} It is closed.`);
+  return new LockBackendClosedError(BACKEND_KIND, operation);
 }

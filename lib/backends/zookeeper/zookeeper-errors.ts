@@ -1,4 +1,4 @@
-import { LockBackendError } from '../../core/errors';
+import { LockBackendClosedError, LockBackendError } from '../../core/errors';
 import { messages } from '../../core/messages';
 
 export const KIND = 'zookeeper';
@@ -25,5 +25,5 @@ export function backendError(operation: string, cause: unknown, hint?: string): 
 
 /** The error for a call made after close(). */
 export function closedError(operation: string): LockBackendError {
-  return new LockBackendError(KIND, `${messages.backendFailed(KIND, operation)} It is closed.`);
+  return new LockBackendClosedError(KIND, operation);
 }
