@@ -107,6 +107,24 @@ describe.each(['postgres', 'mariadb', 'sqlite'] as Database[])('the lock table (
     }
   });
 
+  it('createTable: true lets several instances start at once on a database without the table', async () => {
+    // Every instance sees no table and creates it; all but one CREATE fail ("already exists", or a duplicate in
+    // PostgreSQL's catalog), yet the table is there, which is all they need. Separate DataSources, as apps.
+    const tableName = uniqueTableName('race');
+    const sources = await Promise.all(Array.from({ length: 4 }, () => openDataSource(database)));
+    const backends = sources.map(
+      (source) => new TypeOrmLockBackend({ dataSource: source, tableName, createTable: true }),
+    );
+    try {
+      const started = await Promise.allSettled(backends.map((backend) => backend.init(signal)));
+      expect(started.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    } finally {
+      await Promise.all(backends.map((backend) => backend.close()));
+      await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
+      await Promise.all(sources.map((source) => source.destroy()));
+    }
+  });
+
   it('the migrations create and drop the table', async () => {
     const tableName = uniqueTableName('migrated');
     const Migration = lockTableMigration({ tableName });

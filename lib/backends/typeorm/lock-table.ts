@@ -89,6 +89,10 @@ export async function createLockTable(dataSource: DataSource, options: LockTable
   const runner = dataSource.createQueryRunner();
   try {
     await runner.createTable(lockTable(tableName, runner), true);
+  } catch (error) {
+    // Instances starting at once all see no table and all create it: every CREATE but one fails ("already
+    // exists", or a duplicate in PostgreSQL's catalog). The table being there is all this function promises.
+    if (!(await runner.hasTable(tableName).catch(() => false))) throw error;
   } finally {
     await runner.release();
   }
