@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { LockBackendError, LockError, LockUnavailableError, type LockEvent, type LockService } from '../../lib';
 import type { RedlockBackend } from '../../lib/backends/redis';
+import { scripts } from '../../lib/backends/redis/scripts';
 import { RedisProcesses } from '../redis/support/redis-processes';
 import {
   never,
@@ -216,6 +217,44 @@ describe('attack: Redlock connections and lifecycles', () => {
     } finally {
       await Promise.all(admins.map((a) => a.acl('DELUSER', user)));
     }
+  });
+
+  it("nodes that lost their scripts keep one owner's calls in order: a failed round's undo cannot delete the owner's next grant", async () => {
+    // Without the release script cached, the undo of a failed round (EVALSHA) comes back NOSCRIPT and is sent again
+    // as EVAL once that answer arrives — behind the owner's next attempt, which was sent meanwhile and found the
+    // acquire script cached. Node X and Y are frozen so that both calls wait on the wire together.
+    const backend = opened.backendOn(ports, { nodeTimeout: NODE_TIMEOUT });
+    const other = opened.backendOn(ports, { nodeTimeout: NODE_TIMEOUT });
+    await Promise.all([backend.init(never), other.init(never)]);
+    const [x, y, z] = admins as [Redis, Redis, Redis];
+    const key = `noscript:${randomUUID()}`;
+    const a = owner();
+    for (const admin of [x, y]) {
+      await admin.script('FLUSH');
+      await admin.script('LOAD', scripts.acquire.source);
+    }
+    await z.set(key, owner(), 'PX', 10_000); // a third owner holds z
+    servers.pause(ports[0]!);
+    servers.pause(ports[1]!);
+    try {
+      // Round 1: z says busy, x and y do not answer in time: busy, and its undo is queued for x and y.
+      expect(await backend.acquire(request(key, a, true))).toMatchObject({ acquired: false });
+      await z.del(key);
+      // Round 2: queued behind the undo on x and y; granted once they answer.
+      const round2 = backend.acquire(request(key, a, true));
+      await sleep(20);
+      servers.resume(ports[0]!);
+      servers.resume(ports[1]!);
+      expect(await round2).toMatchObject({ acquired: true });
+    } finally {
+      servers.resume(ports[0]!);
+      servers.resume(ports[1]!);
+    }
+    await sleep(100); // every resent EVAL has run
+    // The owner holds the lock on a quorum: nobody else may get it.
+    const holders = await Promise.all([x, y, z].map((admin) => admin.get(key)));
+    expect(holders.filter((h) => h === a).length).toBeGreaterThanOrEqual(2);
+    expect(await other.acquire(request(key, owner()))).toMatchObject({ acquired: false });
   });
 
   it('Lua scripts flushed (SCRIPT FLUSH) on every node again and again under contention: no error, no overlap', async () => {

@@ -23,6 +23,8 @@ export class RedisNode {
     [];
   /** Set from 'ready' until the kept releases are sent: calls made meanwhile go after them. */
   private sendingKept: Promise<void> | undefined;
+  /** The last call of each owner on each key still unanswered (see run). */
+  private readonly lastCalls = new Map<string, Promise<unknown>>();
 
   constructor(
     readonly client: RedlockClient,
@@ -73,7 +75,12 @@ export class RedisNode {
     this.sendingKept = new Promise<void>((resolve) =>
       process.nextTick(() => {
         this.sendingKept = undefined;
-        for (const { keys, args } of kept) this.run(scripts.release, keys, args).catch(() => undefined);
+        for (const { keys, args } of kept) {
+          // Sent now, whatever call of the owner is still unanswered: it is among those resent just before.
+          const call = this.send(scripts.release, keys, args);
+          this.track(orderId(keys, args), call);
+          call.catch(() => undefined);
+        }
         resolve();
       }),
     );
@@ -83,7 +90,8 @@ export class RedisNode {
    * Loads every script as soon as a connection is ready — sent before any other command on it, since calls
    * wait for 'ready'. Without this the first EVALSHA of each script after a (re)start would fail with NOSCRIPT
    * and be resent as EVAL after the reply, behind commands sent meanwhile: an undo of a vote could then run
-   * before the vote itself.
+   * before the vote itself. (A node that loses its scripts while connected — SCRIPT FLUSH — is covered by run(),
+   * which keeps each owner's calls in order.)
    */
   loadScriptsNow(): void {
     if (isCluster(this.client)) for (const node of this.client.nodes('all')) loadScriptsOn(node);
@@ -121,8 +129,34 @@ export class RedisNode {
     return this.client.status === 'ready';
   }
 
+  /**
+   * Runs a script. One owner's calls on one key (its attempt, the undo of a failed round, its next attempt, its
+   * release) are sent each after the previous one has answered: the EVAL fallback below is sent only when the
+   * NOSCRIPT answer arrives, so a call sent behind it on the same connection — say the next attempt, finding
+   * its own script cached — would run first, and the undo after it would delete the grant the owner now counts
+   * on. Calls of different owners need no order: they are as independent as calls from different processes.
+   */
+  run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    if (!script.ordered) return this.send(script, keys, args);
+    const id = orderId(keys, args);
+    const previous = this.lastCalls.get(id);
+    const send = (): Promise<unknown> => this.send(script, keys, args);
+    const call = previous === undefined ? send() : previous.then(send, send);
+    this.track(id, call);
+    return call;
+  }
+
+  /** Keeps `call` as the last of its owner on its key until it settles. */
+  private track(id: string, call: Promise<unknown>): void {
+    this.lastCalls.set(id, call);
+    const forget = (): void => {
+      if (this.lastCalls.get(id) === call) this.lastCalls.delete(id);
+    };
+    call.then(forget, forget);
+  }
+
   /** EVALSHA, and EVAL when the node does not have the script cached (first use, or after a restart). */
-  async run(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  private async send(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     if (this.sendingKept) await this.sendingKept;
     if (this.client.status !== 'ready') {
       throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
@@ -185,6 +219,11 @@ export class RedisNode {
 
 function loadScriptsOn(client: RedlockClient): void {
   for (const script of Object.values(scripts)) client.script('LOAD', script.source).catch(() => undefined);
+}
+
+/** Lock key and owner (ARGV[1]) of an ordered script call. */
+function orderId(keys: readonly string[], args: readonly (string | number)[]): string {
+  return `${keys[0]}\u0000${String(args[0])}`;
 }
 
 function isCluster(client: RedlockClient): client is Cluster {

@@ -404,8 +404,9 @@ export class RedlockBackend implements LockBackend {
   /**
    * Gives back the votes of a failed Redlock round at once, keeping the place in line: a stale vote would
    * otherwise block every other contender until its ttl ran out. Sent to every node that did not refuse — also
-   * those yet to answer: on the same connection the undo runs after the attempt — and kept for nodes not
-   * connected now, for ioredis may send the attempt again when they are back (RedisNode.giveBack).
+   * those yet to answer, where it follows their answer (RedisNode.run keeps one owner's calls in order) — and
+   * kept for nodes not connected now, for ioredis may send the attempt again when they are back
+   * (RedisNode.giveBack).
    */
   private undoVotes(
     request: AcquireRequest,

@@ -18,6 +18,8 @@ export interface LuaScript {
   readonly source: string;
   readonly sha: string;
   readonly keys: number;
+  /** Changes the lock for the owner in ARGV[1]: one owner's calls on one key must run in the order made. */
+  readonly ordered: boolean;
 }
 
 const COMMON = `
@@ -163,13 +165,13 @@ end
 return {0, 0}
 `;
 
-function script(name: string, source: string): LuaScript {
-  return { name, source, sha: createHash('sha1').update(source).digest('hex'), keys: 4 };
+function script(name: string, source: string, ordered: boolean): LuaScript {
+  return { name, source, sha: createHash('sha1').update(source).digest('hex'), keys: 4, ordered };
 }
 
 export const scripts = {
-  acquire: script('acquire', ACQUIRE),
-  release: script('release', RELEASE),
-  extend: script('extend', EXTEND),
-  probe: script('probe', PROBE),
+  acquire: script('acquire', ACQUIRE, true),
+  release: script('release', RELEASE, true),
+  extend: script('extend', EXTEND, true),
+  probe: script('probe', PROBE, false),
 } as const;
