@@ -24,15 +24,10 @@ export function serviceOpened(): void {
 
 export function serviceClosed(): void {
   openServices -= 1;
-  if (openServices === 0) disableContextStorages();
+  if (openServices === 0) for (const storage of storages) storage.disable();
 }
 
 /** How many LockServices of this copy of the library are open (constructed and not yet closed). */
 export function openServiceCount(): number {
   return openServices;
-}
-
-/** Drops every context this copy keeps, whatever is still open: for a test runner done with this copy. */
-export function disableContextStorages(): void {
-  for (const storage of storages) storage.disable();
 }
