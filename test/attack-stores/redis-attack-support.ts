@@ -1,7 +1,6 @@
 import Redis, { type RedisOptions } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { createServer, connect as tcpConnect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { LockService, type LockServiceConfig } from '../../lib';
 import type { AcquireRequest } from '../../lib/backends/lock-backend';
 import { RedlockBackend, type RedlockBackendOptions } from '../../lib/backends/redis';
@@ -105,74 +104,7 @@ async function quitSoon(client: Redis): Promise<void> {
   }
 }
 
-/**
- * A TCP proxy between a client and a server that a test can make misbehave: `hold` stops every byte both ways
- * on open connections (a cable pulled, no RST: the client's socket stays "connected"), `cut` resets them,
- * `refuse` makes new connections fail at once.
- */
-export class TcpLink {
-  private readonly server: Server;
-  private readonly pairs = new Set<[Socket, Socket]>();
-  private holding = false;
-  private refusing = false;
-
-  private constructor(port: number) {
-    this.server = createServer((inbound) => {
-      if (this.refusing) return void inbound.destroy();
-      const outbound = tcpConnect(port, '127.0.0.1');
-      const pair: [Socket, Socket] = [inbound, outbound];
-      this.pairs.add(pair);
-      inbound.pipe(outbound);
-      outbound.pipe(inbound);
-      if (this.holding) for (const socket of pair) socket.pause();
-      const drop = (): void => {
-        this.pairs.delete(pair);
-        inbound.destroy();
-        outbound.destroy();
-      };
-      inbound.on('close', drop).on('error', drop);
-      outbound.on('close', drop).on('error', drop);
-    });
-  }
-
-  static async open(port: number): Promise<TcpLink> {
-    const link = new TcpLink(port);
-    await new Promise<void>((resolve) => link.server.listen(0, '127.0.0.1', resolve));
-    return link;
-  }
-
-  get port(): number {
-    return (this.server.address() as AddressInfo).port;
-  }
-
-  hold(): void {
-    this.holding = true;
-    for (const pair of this.pairs) for (const socket of pair) socket.pause();
-  }
-
-  pass(): void {
-    this.holding = false;
-    this.refusing = false;
-    for (const pair of this.pairs) for (const socket of pair) socket.resume();
-  }
-
-  cut(): void {
-    // destroy(), not resetAndDestroy(): on a paused socket Node 20 then leaves a handle that spins the event loop.
-    for (const [inbound, outbound] of [...this.pairs]) {
-      inbound.destroy();
-      outbound.destroy();
-    }
-  }
-
-  refuse(): void {
-    this.refusing = true;
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
+export { TcpLink } from '../support/tcp-link';
 
 /**
  * Collects unhandled promise rejections for the length of a test file: nothing this library does may produce

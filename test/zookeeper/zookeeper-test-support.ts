@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { TcpLink as FlakyLink } from '../support/tcp-link';
 import { createClient, type Client, type Option, type Stat } from 'node-zookeeper-client';
 
 /** Where the standalone test server listens; fails loudly (never skips) when it was not started. */
@@ -114,72 +114,8 @@ export async function closeClient(client: Client): Promise<void> {
   });
 }
 
-/**
- * A TCP proxy in front of a ZooKeeper server, to play network trouble without touching the server: `hold()`
- * stops passing bytes in either direction (a frozen or partitioned peer: the connection stays open), `pass()`
- * lets them through again, `cut()` drops every connection (the client sees a disconnect).
- */
-export class FlakyLink {
-  private readonly server: Server;
-  private readonly pairs = new Set<[Socket, Socket]>();
-  private holding = false;
-
-  private constructor(target: string) {
-    const [host, port] = target.split(':');
-    this.server = createServer((inbound) => {
-      const outbound = connect(Number(port), host!);
-      const pair: [Socket, Socket] = [inbound, outbound];
-      this.pairs.add(pair);
-      inbound.pipe(outbound);
-      outbound.pipe(inbound);
-      if (this.holding) for (const socket of pair) socket.pause();
-      const drop = (): void => {
-        this.pairs.delete(pair);
-        inbound.destroy();
-        outbound.destroy();
-      };
-      inbound.on('close', drop).on('error', drop);
-      outbound.on('close', drop).on('error', drop);
-    });
-  }
-
-  static async open(target: string): Promise<FlakyLink> {
-    const link = new FlakyLink(target);
-    await new Promise<void>((resolve) => link.server.listen(0, '127.0.0.1', resolve));
-    return link;
-  }
-
-  get address(): string {
-    return `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  hold(): void {
-    this.holding = true;
-    for (const pair of this.pairs) for (const socket of pair) socket.pause();
-  }
-
-  /** Requests still reach the server, its replies stop (on the connections open now). */
-  holdReplies(): void {
-    for (const [, outbound] of this.pairs) outbound.pause();
-  }
-
-  pass(): void {
-    this.holding = false;
-    for (const pair of this.pairs) for (const socket of pair) socket.resume();
-  }
-
-  cut(): void {
-    for (const [inbound, outbound] of [...this.pairs]) {
-      inbound.destroy();
-      outbound.destroy();
-    }
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
+/** A TCP proxy in front of a ZooKeeper server, to play network trouble without touching the server. */
+export { FlakyLink };
 
 /** Retries `check` (which throws while its condition does not hold) until it passes or `ms` run out. */
 export async function eventually(check: () => Promise<void>, ms = 5_000): Promise<void> {
