@@ -16,7 +16,8 @@ export interface Tally<T> {
 export type Judge<T, R> = (tally: Tally<T>, complete: boolean) => R | undefined;
 
 export interface CallLimits {
-  readonly signal: AbortSignal;
+  /** Rejects the call when it aborts; without one the call ends by its answers or its timeout. */
+  readonly signal: AbortSignal | undefined;
   /** ms after which nodes that have not answered count as failed. */
   readonly timeoutMs: number;
 }
@@ -53,7 +54,7 @@ export function onEveryNode<T, R>(
       if (verdict === undefined) return;
       settled = true;
       clearTimeout(timer);
-      limits.signal.removeEventListener('abort', onAbort);
+      limits.signal?.removeEventListener('abort', onAbort);
       resolve(verdict);
     };
     const record = (index: number, answer: T | undefined, error?: unknown): void => {
@@ -73,12 +74,12 @@ export function onEveryNode<T, R>(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      reject(limits.signal.reason instanceof Error ? limits.signal.reason : new NodeCallError('cancelled'));
+      reject(limits.signal?.reason instanceof Error ? limits.signal.reason : new NodeCallError('cancelled'));
     };
     const timer = setTimeout(onTimeout, limits.timeoutMs);
     timer.unref();
-    if (limits.signal.aborted) return onAbort();
-    limits.signal.addEventListener('abort', onAbort, { once: true });
+    if (limits.signal?.aborted) return onAbort();
+    limits.signal?.addEventListener('abort', onAbort, { once: true });
     nodes.forEach((node, i) => {
       ask(node, i).then(
         (answer) => record(i, answer),

@@ -41,6 +41,12 @@ const INIT_TIMEOUT_MS = 10_000;
 /** Past a hand-off's end before a waiter behind looks again: node clocks count whole ms, timers run late. */
 const HANDOFF_MARGIN_MS = 5;
 const NEVER = new AbortController().signal;
+/**
+ * What acquire, release, extend and isLocked pass to ask() instead of the caller's signal: each is bounded by
+ * nodeTimeout per node anyway, and a caller that stops waiting is answered by the core at once, which also gives
+ * back an acquire that lands after it left. Reading the caller's signal would make an AbortController per call.
+ */
+const UNCANCELLED = undefined;
 
 /** A waiter's place, kept between its attempts on one key. */
 interface Waiting {
@@ -108,7 +114,7 @@ export class RedlockBackend implements LockBackend {
   }
 
   async ping(signal: AbortSignal): Promise<void> {
-    await this.prepared(signal, 'reach Redis');
+    await this.prepared({ signal }, 'reach Redis');
     await this.ask(
       'reach Redis',
       async (node) => {
@@ -121,7 +127,7 @@ export class RedlockBackend implements LockBackend {
   }
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
-    await this.prepared(request.signal, 'acquire a lock');
+    await this.prepared(request, 'acquire a lock');
     const id = `${request.key}\u0000${request.owner}`;
     const waiting = this.waits.get(id);
     const arrival = waiting?.arrival ?? arrivalScore();
@@ -145,12 +151,13 @@ export class RedlockBackend implements LockBackend {
             placeTtl,
             handoffTimeout,
             channel,
+            this.hubs[i]!.own,
           ])) as AcquireAnswer;
           answers[i] = answer;
           return answer;
         },
         judgeAcquire,
-        request.signal,
+        UNCANCELLED,
       );
     } catch (error) {
       this.undoVotes(request, names, answers);
@@ -168,7 +175,7 @@ export class RedlockBackend implements LockBackend {
   }
 
   async release(lease: LeaseRef, call: StoreCall): Promise<boolean> {
-    await this.prepared(call.signal, 'release a lock');
+    await this.prepared(call, 'release a lock');
     const id = `${lease.key}\u0000${lease.owner}`;
     this.waits.delete(id);
     const token = this.ledger?.take(id) ?? '';
@@ -179,26 +186,26 @@ export class RedlockBackend implements LockBackend {
       (node, i) =>
         node.giveBack(names[i]!.keys, [lease.owner, token, '0', handoff, names[i]!.channel]) as Promise<number>,
       judgeConfirmed,
-      call.signal,
+      UNCANCELLED,
     );
   }
 
   async extend(lease: LeaseRef, ttl: number, call: StoreCall): Promise<boolean> {
-    await this.prepared(call.signal, 'extend a lock');
+    await this.prepared(call, 'extend a lock');
     const names = this.namesFor(lease.key);
     const extended = await this.ask(
       'extend a lock',
       (node, i) => node.run(scripts.extend, names[i]!.keys, [lease.owner, ttl]) as Promise<number>,
       judgeConfirmed,
-      call.signal,
+      UNCANCELLED,
     );
     if (extended) this.ledger?.extended(`${lease.key}\u0000${lease.owner}`, ttl);
     return extended;
   }
 
   async isLocked(key: string, call: StoreCall): Promise<boolean> {
-    await this.prepared(call.signal, 'read a lock');
-    return this.ask('read a lock', (node, i) => this.probe(node, i, key, ''), judgeLocked, call.signal);
+    await this.prepared(call, 'read a lock');
+    return this.ask('read a lock', (node, i) => this.probe(node, i, key, ''), judgeLocked, UNCANCELLED);
   }
 
   /**
@@ -355,10 +362,14 @@ export class RedlockBackend implements LockBackend {
     });
   }
 
-  /** Fast once initialised; a backend used without init() (a LockService of its own) connects on first use. */
-  private async prepared(signal: AbortSignal, operation: string): Promise<void> {
+  /**
+   * Fast once initialised; a backend used without init() (a LockService of its own) connects on first use.
+   * Takes the call rather than its signal: the core makes a call's AbortSignal only when it is read, and
+   * making one costs more than the rest of a cycle's client work.
+   */
+  private async prepared(call: StoreCall, operation: string): Promise<void> {
     this.assertOpen(operation);
-    if (!this.ready) await this.init(signal);
+    if (!this.ready) await this.init(call.signal);
   }
 
   private probe(node: RedisNode, i: number, key: string, owner: string, queued = false): Promise<ProbeAnswer> {
@@ -370,7 +381,7 @@ export class RedlockBackend implements LockBackend {
     operation: string,
     call: (node: RedisNode, index: number) => Promise<T>,
     judge: (tally: Tally<T>, complete: boolean) => Verdict<R> | undefined,
-    signal: AbortSignal,
+    signal: AbortSignal | undefined,
     timeoutMs = this.options.nodeTimeout,
   ): Promise<R> {
     let verdict: Verdict<R>;

@@ -11,7 +11,13 @@ import { createHash } from 'node:crypto';
  *   KEYS[2] the fencing counter (no expiry, never lowered)
  *   KEYS[3] the line of waiters: a sorted set of owners, scored by when each first asked (the client's clock,
  *           the same score on every node, so every node orders the line alike)
- *   KEYS[4] each waiter's deadline (server ms): a place whose owner stops asking lapses at its deadline
+ *   KEYS[4] each waiter's deadline (server ms): a place whose owner stops asking lapses at its deadline; and,
+ *           under the owner followed by NUL and 'c', the channel of the waiter's wake-up connection
+ *
+ * Announcements go to one waiter's own channel (its process's wake-up connection: see wake-hub.ts) as
+ * "<key channel> NUL <target>", so a release under contention wakes one process, not every process waiting on
+ * the key. A waiter that left no channel (a version before this one, during a rolling upgrade) is told on the
+ * key's channel as before, and so is everyone when a key frees with nobody in line.
  */
 export interface LuaScript {
   readonly name: string;
@@ -35,37 +41,55 @@ local function first_in_line(now)
     local due = tonumber(redis.call('HGET', KEYS[4], first) or '0')
     if due > now then return first, due end
     redis.call('ZREM', KEYS[3], first)
-    redis.call('HDEL', KEYS[4], first)
+    redis.call('HDEL', KEYS[4], first, first .. '\\0c')
   end
 end
--- Tells the first in line the key is free, and gives it handoff ms to take it before its place lapses.
+-- Tells waiter about target on the key's channel: on the waiter's own channel if it left one.
+local function tell(waiter, target, key_channel)
+  local own = redis.call('HGET', KEYS[4], waiter .. '\\0c')
+  if own then
+    redis.call('PUBLISH', own, key_channel .. '\\0' .. target)
+  else
+    redis.call('PUBLISH', key_channel, target)
+  end
+end
+-- Tells the first in line the key is free, and gives it handoff ms to take it before its place lapses. The
+-- next two in line hear of the offer too: if the first never comes, they look again once the hand-off is over,
+-- and one that then finds the key promised to a dead waiter ahead is told to come back when that offer lapses
+-- (the line walks past up to two dead places in a row this way; a longer run waits for the polling pause).
 local function offer(first, due, now, handoff, channel)
   local offer_end = now + handoff
   if due > offer_end then
     redis.call('HSET', KEYS[4], first, offer_end)
     due = offer_end
   end
-  redis.call('PUBLISH', channel, first)
+  tell(first, first, channel)
+  for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 1, 2)) do tell(behind, first, channel) end
   return due
 end
-local function join(owner, arrival, now, place_ttl)
+local function join(owner, arrival, now, place_ttl, own_channel)
   redis.call('ZADD', KEYS[3], 'NX', arrival, owner)
-  redis.call('HSET', KEYS[4], owner, now + place_ttl)
+  if own_channel and own_channel ~= '' then
+    redis.call('HSET', KEYS[4], owner, now + place_ttl, owner .. '\\0c', own_channel)
+  else
+    redis.call('HSET', KEYS[4], owner, now + place_ttl)
+  end
   redis.call('PEXPIRE', KEYS[3], place_ttl)
   redis.call('PEXPIRE', KEYS[4], place_ttl)
 end
 -- Takes owner out of the line; true if it had a place.
 local function leave(owner)
   if redis.call('ZREM', KEYS[3], owner) == 0 then return false end
-  redis.call('HDEL', KEYS[4], owner)
+  redis.call('HDEL', KEYS[4], owner, owner .. '\\0c')
   return true
 end
 `;
 
 /**
- * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, channel.
+ * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, key channel, the owner's
+ * own channel ('' for none).
  * Returns {1, fencing token} granted, {0, pttl} held by another, {2, ms} free but promised to the first in line.
- * The first in line taking the key announces '+owner', so the waiters behind stop counting its hand-off.
+ * The first in line taking the key tells the one now first '+owner', so it stops counting the hand-off.
  *
  * The fencing counter becomes max(counter + 1, server time in ms × 2048): the counter makes tokens rise
  * between grants in the same millisecond, the clock floor makes them rise past a node that lost its counter.
@@ -75,7 +99,7 @@ local owner = ARGV[1]
 local now = now_ms()
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= owner then
-  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5])) end
+  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8]) end
   return {0, redis.call('PTTL', KEYS[1])}
 end
 if not holder then
@@ -83,13 +107,14 @@ if not holder then
   if first and first ~= owner then
     -- Free, but someone waits ahead: no taking it past the line (the releaser coming straight back included).
     if due > now + tonumber(ARGV[6]) then due = offer(first, due, now, tonumber(ARGV[6]), ARGV[7]) end
-    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5])) end
+    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8]) end
     return {2, due - now}
   end
   if first then
     leave(owner)
-    -- The waiters behind may be counting this owner's hand-off: it came, so they need not look again.
-    redis.call('PUBLISH', ARGV[7], '+' .. owner)
+    -- The next in line may be counting this owner's hand-off: it came, so it need not look again.
+    local now_first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if now_first then tell(now_first, '+' .. owner, ARGV[7]) end
   end
 end
 redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
@@ -115,6 +140,11 @@ if holder == owner then
   if ARGV[2] ~= '' and tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
     redis.call('SET', KEYS[2], ARGV[2])
   end
+end
+-- Nobody in line (the common case): nothing to withdraw or offer.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  if released == 1 then redis.call('PUBLISH', ARGV[5], '') end
+  return released
 end
 local was_first = false
 if ARGV[3] ~= '1' then

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { RedlockClient } from './options';
 import { closeClient, type RedisNode } from './redis-node';
 
@@ -29,8 +30,16 @@ export interface WakeMark {
  * The release announcements of one node, on a connection of their own (a subscribed connection can run no
  * other command). Channels are subscribed on first use and kept while waiters come and go, so that on a
  * contended key a wait costs no Redis command at all: the last attempt's mark tells what was announced since.
+ *
+ * Besides the keys' channels, the hub listens on a channel of its own (`own`), which its waiters leave in the
+ * line with their place: the scripts tell a waiter its turn there, as "<key channel> NUL <target>", and the hub
+ * hands it on as if it came on the key's channel. So a release wakes the process whose turn it is, not every
+ * process with a waiter on the key (16 processes on one hot key: 2 messages per lock instead of 32).
  */
 export class WakeHub {
+  /** This hub's own channel: unique per hub, so no other process hears what is meant for its waiters. */
+  readonly own = `nestjs-distributed-lock\u0000wake\u0000${randomUUID()}`;
+  private ownSubscribed = false;
   private subscriber: RedlockClient | undefined;
   private readonly channels = new Map<string, Channel>();
   /** Bumped whenever the subscription connection drops: announcements may have been missed. */
@@ -52,14 +61,16 @@ export class WakeHub {
     // cannot follow it, so announcements missed meanwhile could not be told apart. Its waits ask the nodes.
     if (this.node.cluster) return undefined;
     const state = this.channels.get(channel);
-    if (!state?.subscribed || this.subscriber?.status !== 'ready') return undefined;
+    if (!state?.subscribed || !this.ownSubscribed || this.subscriber?.status !== 'ready') return undefined;
     return { channel: state, epoch: this.epoch, seq: state.seq };
   }
 
   /** Targets announced on the mark's channel since the mark, or undefined if that cannot be known. */
   since(name: string, mark: WakeMark): readonly string[] | undefined {
     const state = this.channels.get(name);
-    if (state !== mark.channel || !state.subscribed || mark.epoch !== this.epoch) return undefined;
+    if (state !== mark.channel || !state.subscribed || !this.ownSubscribed || mark.epoch !== this.epoch) {
+      return undefined;
+    }
     const count = state.seq - mark.seq;
     if (count > REMEMBERED) return undefined;
     const targets: string[] = [];
@@ -112,6 +123,7 @@ export class WakeHub {
     const subscriber = this.subscriber;
     if (!subscriber) return;
     this.subscriber = undefined;
+    this.ownSubscribed = false;
     this.epoch++;
     const channels = [...this.channels.values()];
     this.channels.clear();
@@ -161,14 +173,31 @@ export class WakeHub {
     const subscriber = this.node.client.duplicate();
     let connectedBefore = false;
     subscriber.on('error', () => undefined);
-    subscriber.on('close', () => this.epoch++);
+    subscriber.on('close', () => {
+      this.epoch++;
+      if (this.subscriber === subscriber) this.ownSubscribed = false;
+    });
     subscriber.on('ready', () => {
       if (connectedBefore) this.resubscribe(subscriber);
       connectedBefore = true;
     });
-    subscriber.on('message', (channel: string, target: string) => this.deliver(channel, target));
+    subscriber.on('message', (channel: string, message: string) => this.receive(channel, message));
     this.subscriber = subscriber;
+    this.subscribeOwn(subscriber);
     return subscriber;
+  }
+
+  /** Subscribes the hub's own channel once the connection is ready; ownSubscribed says when it is. */
+  private subscribeOwn(subscriber: RedlockClient): void {
+    whenReady(subscriber)
+      .then(() => subscriber.subscribe(this.own))
+      .then(
+        () => {
+          if (this.subscriber === subscriber && subscriber.status === 'ready') this.ownSubscribed = true;
+        },
+        // Not subscribed: marks stay unusable, so every wait asks the nodes (and waiters fall back on timeouts).
+        () => undefined,
+      );
   }
 
   /**
@@ -179,10 +208,10 @@ export class WakeHub {
    */
   private resubscribe(subscriber: RedlockClient): void {
     const names = [...this.channels.keys()];
-    if (names.length === 0) return;
-    subscriber.subscribe(...names).then(
+    subscriber.subscribe(this.own, ...names).then(
       () => {
         if (this.subscriber !== subscriber) return;
+        this.ownSubscribed = true;
         // Marks taken before the subscriptions were back say nothing about what was announced meanwhile.
         this.epoch++;
         for (const name of names) {
@@ -195,6 +224,14 @@ export class WakeHub {
       // Dropped again: the next 'ready' tries again; the waits' own timeouts cover the meantime.
       () => undefined,
     );
+  }
+
+  /** A message on a key's channel, or on the hub's own channel for one of its waiters (see `own`). */
+  private receive(channel: string, message: string): void {
+    if (channel !== this.own) return this.deliver(channel, message);
+    // The key channel has a NUL of its own (key-names.ts); targets (owner tokens) have none.
+    const split = message.lastIndexOf('\u0000');
+    if (split > 0) this.deliver(message.slice(0, split), message.slice(split + 1));
   }
 
   private deliver(name: string, target: string): void {
