@@ -1,4 +1,5 @@
 import type Redis from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -82,11 +83,16 @@ describe('attack: Redlock wake-up channels', () => {
   }
 
   /** A user of node 0 with `channels` (ACL selectors), and a backend-and-service maker on it. */
-  async function aclUser(channels: string, prefix: string) {
+  async function aclUser(channels: string, prefix: string, clientOptions: RedisOptions = {}) {
     const user = `locker-${randomUUID().slice(0, 8)}`;
     await admins[0]!.acl('SETUSER', user, 'on', '>secret', `~${prefix}*`, channels, '+@all', '-@dangerous');
     const make = async () => {
-      const client = opened.client(ports[0]!, { username: user, password: 'secret', enableReadyCheck: false });
+      const client = opened.client(ports[0]!, {
+        username: user,
+        password: 'secret',
+        enableReadyCheck: false,
+        ...clientOptions,
+      });
       const backend = opened.backend({ clients: [client], handoffTimeout: HANDOFF });
       await backend.init(never);
       return { backend, locks: opened.service({ backends: { default: backend } }) };
@@ -162,6 +168,39 @@ describe('attack: Redlock wake-up channels', () => {
       await free.remove();
     }
   }, 15_000);
+
+  it.each([
+    ['ioredis defaults', {}],
+    ['a client with autoResubscribe off', { autoResubscribe: false }],
+  ])(
+    'a restricted user (&app:*), the subscription connection killed (CLIENT KILL TYPE pubsub) while a waiter waits: it is still woken (%s)',
+    async (_, clientOptions) => {
+      // After a drop the hub subscribes its own channel and the keys' channels again in one SUBSCRIBE: refused as
+      // a whole for this user, so the keys' channels are not confirmed and the waiters are not woken to look again.
+      const prefix = `acl${randomUUID().slice(0, 8)}:`;
+      const acl = await aclUser(`&${prefix}*`, prefix, clientOptions);
+      try {
+        const holder = await acl.make();
+        const waiter = await acl.make();
+        const key = `${prefix}pubsub-kill`;
+        const held = await holder.locks.acquire(key, { ttl: 10_000 });
+        const waiting = timed(() => waiter.locks.acquire(key, { waitTimeout: 4_000, retry: SLOW_POLL }));
+        await waitUntil('the waiter is in line', async () => (await line(ports[0]!, key)).length === 1);
+        await sleep(50);
+        expect(await admins[0]!.client('KILL', 'TYPE', 'pubsub')).toBeGreaterThanOrEqual(1);
+        await sleep(200); // reconnected (retry after 50 ms) by now
+        const releasedAt = Date.now();
+        await held.release();
+        const { error, value } = await waiting;
+        expect(error).toBeUndefined();
+        expect(Date.now() - releasedAt).toBeLessThan(1_000);
+        await value?.release();
+      } finally {
+        await acl.remove();
+      }
+    },
+    15_000,
+  );
 
   /** A child process waiting in line on `key` through its own backend on `port`. */
   function waiterChild(port: number, key: string): ChildProcess {
