@@ -44,14 +44,16 @@ local function first_in_line(now)
     redis.call('HDEL', KEYS[4], first, first .. '\\0c')
   end
 end
--- Tells waiter about target on the key's channel: on the waiter's own channel if it left one.
+-- Tells waiter about target on the key's channel: on the waiter's own channel if it left one. A user whose
+-- ACL grants only its own prefix of channels (&app:*) may not publish there: a failed PUBLISH would fail the
+-- script after its writes, so the waiter is told on the key's channel then, which its process listens to too.
 local function tell(waiter, target, key_channel)
   local own = redis.call('HGET', KEYS[4], waiter .. '\\0c')
   if own then
-    redis.call('PUBLISH', own, key_channel .. '\\0' .. target)
-  else
-    redis.call('PUBLISH', key_channel, target)
+    local sent = redis.pcall('PUBLISH', own, key_channel .. '\\0' .. target)
+    if type(sent) ~= 'table' or not sent.err then return end
   end
+  redis.call('PUBLISH', key_channel, target)
 end
 -- Tells the first in line the key is free, and gives it handoff ms to take it before its place lapses. The
 -- next two in line hear of the offer too: if the first never comes, they look again once the hand-off is over,

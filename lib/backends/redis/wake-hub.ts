@@ -208,10 +208,17 @@ export class WakeHub {
    */
   private resubscribe(subscriber: RedlockClient): void {
     const names = [...this.channels.keys()];
-    subscriber.subscribe(this.own, ...names).then(
+    // The own channel apart: a user whose ACL grants only its own prefix of channels is refused it, and one
+    // SUBSCRIBE naming it would be refused as a whole (the scripts then tell its waiters on the keys' channels).
+    subscriber.subscribe(this.own).then(
+      () => {
+        if (this.subscriber === subscriber && subscriber.status === 'ready') this.ownSubscribed = true;
+      },
+      () => undefined,
+    );
+    (names.length > 0 ? subscriber.subscribe(...names) : Promise.resolve()).then(
       () => {
         if (this.subscriber !== subscriber) return;
-        this.ownSubscribed = true;
         // Marks taken before the subscriptions were back say nothing about what was announced meanwhile.
         this.epoch++;
         for (const name of names) {
