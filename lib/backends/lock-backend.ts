@@ -126,6 +126,15 @@ export interface AcquiredOutcome {
    * beside it.
    */
   readonly fencingToken: bigint;
+  /**
+   * Set when the store granted the lock for less than the requested ttl: a fair store's release may hand the
+   * key straight to the first waiter in line, for a short while (so that a waiter that died does not hold the
+   * line up for a whole ttl), before that waiter asks again. The lock is trusted for at most this many ms from
+   * the moment `acquire` was called (time already elapsed since the grant and clock drift deducted); the core
+   * confirms it at once with `extend(ttl)` and reports it lost if that does not answer in time. An expiring
+   * backend only.
+   */
+  readonly provisionalForMs?: number;
 }
 
 export interface BusyOutcome {

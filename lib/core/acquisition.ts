@@ -32,7 +32,9 @@ export interface AcquisitionContext {
   readonly closed: boolean;
 }
 
-type RoundResult = { readonly tokens: bigint[] } | { readonly busy: KeyPair; readonly outcome: BusyOutcome };
+type RoundResult =
+  | { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined }
+  | { readonly busy: KeyPair; readonly outcome: BusyOutcome };
 
 /** One acquire attempt: the request the backend sees is also the call's cancellation. */
 class AcquireCall extends CallControl implements AcquireRequest {
@@ -134,7 +136,7 @@ export class Acquisition {
           lastError = new LockBackendError(this.context.backendName, messages.grantSpoiled(this.roundSpoiled));
           round = undefined;
         }
-        if (round && 'tokens' in round) return await this.newLease(round.tokens, roundStartedAt);
+        if (round && 'tokens' in round) return await this.newLease(round, roundStartedAt);
         if (round) {
           busy = { key: round.busy, outcome: round.outcome };
           lastError = undefined;
@@ -170,6 +172,7 @@ export class Acquisition {
     const awaited = this.awaited === undefined ? -1 : this.keys.indexOf(this.awaited);
     if (awaited > 0) order.unshift(...order.splice(awaited, 1));
     const taken: KeyPair[] = [];
+    let provisionalForMs: number | undefined;
     for (const index of order) {
       const key = this.keys[index]!;
       let outcome: AcquireOutcome;
@@ -188,8 +191,12 @@ export class Acquisition {
       this.queued.delete(key.stored);
       taken.push(key);
       tokens[index] = outcome.fencingToken;
+      // Counted from its own call, which came after the round started: from the round start it is on the safe side.
+      if (outcome.provisionalForMs !== undefined) {
+        provisionalForMs = Math.min(provisionalForMs ?? Infinity, outcome.provisionalForMs);
+      }
     }
-    return { tokens };
+    return { tokens, provisionalForMs };
   }
 
   private acquireOnce(key: KeyPair, keepPlace: boolean): Promise<AcquireOutcome> {
@@ -291,7 +298,10 @@ export class Acquisition {
   }
 
   /** Wraps a grant in a lease, announces it, and hands it back at once if shutdown began meanwhile. */
-  private async newLease(tokens: bigint[], roundStartedAt: number): Promise<LockLease> {
+  private async newLease(
+    { tokens, provisionalForMs }: { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined },
+    roundStartedAt: number,
+  ): Promise<LockLease> {
     this.queued.clear();
     const { backendName, host } = this.context;
     const now = this.context.clock.now();
@@ -307,6 +317,7 @@ export class Acquisition {
       roundStartedAt,
       acquiredAt: now,
       autoExtend: this.autoExtend,
+      provisionalForMs,
     });
     this.lease = lease;
     this.context.track(lease);

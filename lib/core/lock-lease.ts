@@ -35,6 +35,8 @@ export interface LeaseGrant {
   /** When the grant arrived. */
   readonly acquiredAt: number;
   readonly autoExtend: boolean;
+  /** The store granted less than the ttl, trusted this long from roundStartedAt: confirmed at once (extend). */
+  readonly provisionalForMs?: number | undefined;
 }
 
 type LeaseState = 'held' | 'lost' | 'released';
@@ -96,8 +98,13 @@ export class LockLease {
     this.autoExtend = grant.autoExtend;
     this.ttl = grant.options.ttl;
     this.ttlValidUntil = this.expiring ? grant.roundStartedAt + validityMs(this.ttl) : Infinity;
+    const provisional = this.expiring ? grant.provisionalForMs : undefined;
+    if (provisional !== undefined) {
+      this.ttlValidUntil = Math.min(this.ttlValidUntil, grant.roundStartedAt + provisional);
+    }
     this.armValidityTimer();
-    if (this.autoExtend) this.armWatchdog();
+    if (provisional !== undefined) this.confirm();
+    else if (this.autoExtend) this.armWatchdog();
   }
 
   get signal(): AbortSignal {
@@ -370,6 +377,21 @@ export class LockLease {
         resolve();
       };
     });
+  }
+
+  /**
+   * A provisional grant (see AcquiredOutcome.provisionalForMs) extended to the full ttl at once. Until that
+   * answers, the validity timer runs on the short provisional bound: an extension that fails or comes too late
+   * loses the lock, like any failed extension. Then the watchdog takes over, if the lock has one.
+   */
+  private confirm(): void {
+    this.extend(this.ttl, true).then(
+      () => {
+        if (this.autoExtend && this.state === 'held' && !this.releasing && !this.watchdogTimer) this.armWatchdog();
+      },
+      // A refusal lost the lock already (extend); a store error leaves it to the validity timer.
+      () => undefined,
+    );
   }
 
   private armWatchdog(): void {

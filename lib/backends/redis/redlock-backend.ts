@@ -55,7 +55,23 @@ interface Waiting {
   /** Where each node's announcements stood when its last attempt was sent. */
   marks: (WakeMark | undefined)[] | undefined;
   at: number;
+  /** Single node: when its last refused attempt was sent (performance.now()) and the server's time then (µs). */
+  refused: { readonly sentAt: number; readonly serverUs: number } | undefined;
+  /** Single node: the key a release handed straight to this owner, as announced (see scripts.ts, grant). */
+  handed: HandedOver | undefined;
 }
+
+/** A key handed over by a release: '=owner token serverUs px'. */
+interface HandedOver {
+  readonly token: string;
+  readonly serverUs: number;
+  readonly px: number;
+}
+
+/** The clock drift allowed for, as in the core's validity (1 % and 2 ms). */
+const DRIFT = 0.01;
+/** A hand-over with less time left than this is not worth trusting: the owner takes the key the usual way. */
+const MIN_HANDED_MS = 5;
 
 /**
  * Locks on one Redis master, or Redlock over N independent masters (quorum ⌊N/2⌋+1), with fencing tokens,
@@ -127,9 +143,16 @@ export class RedlockBackend implements LockBackend {
   }
 
   async acquire(request: AcquireRequest): Promise<AcquireOutcome> {
+    const calledAt = performance.now();
     await this.prepared(request, 'acquire a lock');
     const id = `${request.key}\u0000${request.owner}`;
     const waiting = this.waits.get(id);
+    const handed = waiting && handedOver(waiting, calledAt);
+    if (handed) {
+      this.waits.delete(id);
+      return handed;
+    }
+    if (waiting) waiting.handed = undefined;
     const arrival = waiting?.arrival ?? arrivalScore();
     const keep = request.keepPlace ? '1' : '0';
     const names = this.namesFor(request.key);
@@ -137,6 +160,10 @@ export class RedlockBackend implements LockBackend {
     const marks = request.keepPlace ? this.hubs.map((hub, i) => hub.mark(names[i]!.channel)) : undefined;
     const answers: (AcquireAnswer | undefined)[] = [];
     const { handoffTimeout, placeTtl } = this.options;
+    // Keys are handed straight to a waiter on one node only: over several, each node's line would hand the key
+    // to its own first, and a quorum of hand-overs could not be told apart from a split.
+    const direct = this.nodes.length === 1 ? '1' : '0';
+    const sentAt = performance.now();
     let outcome: AcquireOutcome;
     try {
       outcome = await this.ask(
@@ -152,6 +179,7 @@ export class RedlockBackend implements LockBackend {
             handoffTimeout,
             channel,
             this.hubs[i]!.own,
+            direct,
           ])) as AcquireAnswer;
           answers[i] = answer;
           return answer;
@@ -170,7 +198,8 @@ export class RedlockBackend implements LockBackend {
     }
     this.undoVotes(request, names, answers);
     if (!request.keepPlace) return outcome;
-    this.remember(id, waiting, arrival, marks);
+    const serverUs = this.nodes.length === 1 ? answers[0]?.[2] : undefined;
+    this.remember(id, waiting, arrival, marks, serverUs === undefined ? undefined : { sentAt, serverUs });
     return { ...outcome, queued: true };
   }
 
@@ -246,6 +275,12 @@ export class RedlockBackend implements LockBackend {
       };
       const consider = (target: string): void => {
         if (done) return;
+        if (target.startsWith('=')) {
+          const handed = parseHandedOver(target, wait.owner);
+          if (handed === undefined) return lookAgainIn(this.options.handoffTimeout);
+          if (waiting) waiting.handed = handed;
+          return finish();
+        }
         if (wakesMe(target)) return finish();
         if (target.startsWith('+')) {
           clearTimeout(handoff);
@@ -460,18 +495,25 @@ export class RedlockBackend implements LockBackend {
     if (calls.length > 0) await settledWithin(calls, this.options.nodeTimeout);
   }
 
-  private remember(id: string, waiting: Waiting | undefined, arrival: string, marks: Waiting['marks']): void {
+  private remember(
+    id: string,
+    waiting: Waiting | undefined,
+    arrival: string,
+    marks: Waiting['marks'],
+    refused: Waiting['refused'],
+  ): void {
     const now = Date.now();
     if (waiting) {
       waiting.marks = marks;
       waiting.at = now;
+      waiting.refused = refused;
       return;
     }
     if (this.waits.size > 1024) {
       // Places the core never withdrew (it walked away from a call) lapse on the nodes after placeTtl.
       for (const [key, entry] of this.waits) if (now - entry.at > this.options.placeTtl) this.waits.delete(key);
     }
-    this.waits.set(id, { arrival, marks, at: now });
+    this.waits.set(id, { arrival, marks, at: now, refused, handed: undefined });
   }
 
   private namesFor(key: string): readonly LockKeyNames[] {
@@ -489,6 +531,33 @@ export class RedlockBackend implements LockBackend {
   private closedError(operation: string): LockBackendError {
     return new LockBackendClosedError(this.kind, operation);
   }
+}
+
+/**
+ * The key a release handed to this waiter, as an acquire outcome, if it can still be trusted for a while. The
+ * hand-over happened at the server time in its announcement, after the waiter's last refused attempt was
+ * processed there — which was after that attempt was sent, at `sentAt` here. So, with clocks that run at
+ * rates within DRIFT of each other (Redlock's assumption), it happened here no earlier than sentAt + (server
+ * time between the two) × (1 − DRIFT): the lock is trusted for px from then, less the drift allowance.
+ */
+function handedOver(waiting: Waiting, calledAt: number): AcquireOutcome | undefined {
+  const { handed, refused } = waiting;
+  if (!handed || !refused) return undefined;
+  const serverMs = Math.max(0, handed.serverUs - refused.serverUs) / 1000;
+  const grantedAt = refused.sentAt + serverMs * (1 - DRIFT);
+  const provisionalForMs = Math.floor(handed.px - Math.floor(handed.px * DRIFT) - 2 - (calledAt - grantedAt));
+  if (!(provisionalForMs >= MIN_HANDED_MS)) return undefined;
+  return { acquired: true, fencingToken: BigInt(handed.token), provisionalForMs };
+}
+
+/** '=owner token serverUs px' addressed to `owner`, or undefined (another owner's, or not well formed). */
+function parseHandedOver(target: string, owner: string): HandedOver | undefined {
+  const [who, token, serverUs, px] = target.slice(1).split(' ');
+  if (who !== owner || !token || !/^\d+$/.test(token)) return undefined;
+  const us = Number(serverUs);
+  const ms = Number(px);
+  if (!Number.isSafeInteger(us) || !Number.isSafeInteger(ms) || ms <= 0) return undefined;
+  return { token, serverUs: us, px: ms };
 }
 
 /** µs since the epoch: the same score on every node, so every node orders the line alike. */

@@ -12,7 +12,8 @@ import { createHash } from 'node:crypto';
  *   KEYS[3] the line of waiters: a sorted set of owners, scored by when each first asked (the client's clock,
  *           the same score on every node, so every node orders the line alike)
  *   KEYS[4] each waiter's deadline (server ms): a place whose owner stops asking lapses at its deadline; and,
- *           under the owner followed by NUL and 'c', the channel of the waiter's wake-up connection
+ *           under the owner followed by NUL and 'c', the channel of the waiter's wake-up connection; under
+ *           the owner followed by NUL and 't', its ttl, when it takes the key straight from a release
  *
  * Announcements go to one waiter's own channel (its process's wake-up connection: see wake-hub.ts) as
  * "<key channel> NUL <target>", so a release under contention wakes one process, not every process waiting on
@@ -29,9 +30,16 @@ export interface LuaScript {
 }
 
 const COMMON = `
+-- The server's time in ms, and in µs.
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- The next fencing token: max(counter + 1, server time in ms × 2048), kept as the new counter.
+local function next_token(now)
+  local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now * 2048)
+  redis.call('SET', KEYS[2], string.format('%.0f', token))
+  return token
 end
 -- The first place in line whose owner is still waiting; lapsed places are dropped on the way.
 local function first_in_line(now)
@@ -41,7 +49,7 @@ local function first_in_line(now)
     local due = tonumber(redis.call('HGET', KEYS[4], first) or '0')
     if due > now then return first, due end
     redis.call('ZREM', KEYS[3], first)
-    redis.call('HDEL', KEYS[4], first, first .. '\\0c')
+    redis.call('HDEL', KEYS[4], first, first .. '\\0c', first .. '\\0t')
   end
 end
 -- Tells waiter about target on the key's channel: on the waiter's own channel if it left one. A user whose
@@ -69,10 +77,11 @@ local function offer(first, due, now, handoff, channel)
   for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 1, 2)) do tell(behind, first, channel) end
   return due
 end
-local function join(owner, arrival, now, place_ttl, own_channel)
+local function join(owner, arrival, now, place_ttl, own_channel, direct_ttl)
   redis.call('ZADD', KEYS[3], 'NX', arrival, owner)
   if own_channel and own_channel ~= '' then
     redis.call('HSET', KEYS[4], owner, now + place_ttl, owner .. '\\0c', own_channel)
+    if direct_ttl then redis.call('HSET', KEYS[4], owner .. '\\0t', direct_ttl) end
   else
     redis.call('HSET', KEYS[4], owner, now + place_ttl)
   end
@@ -82,15 +91,27 @@ end
 -- Takes owner out of the line; true if it had a place.
 local function leave(owner)
   if redis.call('ZREM', KEYS[3], owner) == 0 then return false end
-  redis.call('HDEL', KEYS[4], owner, owner .. '\\0c')
+  redis.call('HDEL', KEYS[4], owner, owner .. '\\0c', owner .. '\\0t')
   return true
+end
+-- Hands the free key straight to the first in line, for handoff ms: it confirms with an extension to its ttl
+-- (a dead waiter thus holds the line up for handoff ms, not a ttl). It is told '=owner token time_us px',
+-- from which it works out how long it may trust the grant; the next two in line hear of it as of an offer.
+local function grant(first, now, now_us, handoff, channel)
+  redis.call('SET', KEYS[1], first, 'PX', handoff)
+  local token = next_token(now)
+  tell(first, '=' .. first .. ' ' .. string.format('%.0f', token) .. ' ' .. string.format('%.0f', now_us) ..
+    ' ' .. handoff, channel)
+  leave(first)
+  for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 0, 1)) do tell(behind, first, channel) end
 end
 `;
 
 /**
  * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, key channel, the owner's
- * own channel ('' for none).
- * Returns {1, fencing token} granted, {0, pttl} held by another, {2, ms} free but promised to the first in line.
+ * own channel ('' for none), '1' if the owner takes the key straight from a release (single-node backends).
+ * Returns {1, fencing token} granted, {0, pttl, server µs} held by another, {2, ms, server µs} free but promised
+ * to the first in line (the server's time tells a waiter later how long ago a release handed it the key).
  * The first in line taking the key tells the one now first '+owner', so it stops counting the hand-off.
  *
  * The fencing counter becomes max(counter + 1, server time in ms × 2048): the counter makes tokens rise
@@ -98,19 +119,20 @@ end
  */
 const ACQUIRE = `${COMMON}
 local owner = ARGV[1]
-local now = now_ms()
+local now, now_us = now_ms()
+local direct_ttl = ARGV[9] == '1' and ARGV[2] or nil
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= owner then
-  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8]) end
-  return {0, redis.call('PTTL', KEYS[1])}
+  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct_ttl) end
+  return {0, redis.call('PTTL', KEYS[1]), now_us}
 end
 if not holder then
   local first, due = first_in_line(now)
   if first and first ~= owner then
     -- Free, but someone waits ahead: no taking it past the line (the releaser coming straight back included).
     if due > now + tonumber(ARGV[6]) then due = offer(first, due, now, tonumber(ARGV[6]), ARGV[7]) end
-    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8]) end
-    return {2, due - now}
+    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct_ttl) end
+    return {2, due - now, now_us}
   end
   if first then
     leave(owner)
@@ -120,16 +142,15 @@ if not holder then
   end
 end
 redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now * 2048)
-redis.call('SET', KEYS[2], string.format('%.0f', token))
-return {1, token}
+return {1, next_token(now)}
 `;
 
 /**
  * ARGV: owner, fencing token to raise the counter to ('' to leave it), keepPlace ('1': only give up the vote,
  * as after a failed Redlock round; '0': also withdraw the place in line), hand-off ms, channel.
- * Compare-and-delete: frees the key only for its owner. Then, if the key is free, offers it to the first in
- * line (or tells every listener it is free). Returns 1 if the owner held the key.
+ * Compare-and-delete: frees the key only for its owner. Then, if the key is free, hands it to the first in line
+ * if that waiter takes keys straight from a release, else offers it to them (or tells every listener it is
+ * free). Returns 1 if the owner held the key.
  */
 const RELEASE = `${COMMON}
 local owner = ARGV[1]
@@ -154,10 +175,15 @@ if ARGV[3] ~= '1' then
   leave(owner)
 end
 if holder or (released == 0 and not was_first) then return released end
-local now = now_ms()
+local now, now_us = now_ms()
 local first, due = first_in_line(now)
 if first then
-  offer(first, due, now, tonumber(ARGV[4]), ARGV[5])
+  local direct_ttl = redis.call('HGET', KEYS[4], first .. '\\0t')
+  if direct_ttl then
+    grant(first, now, now_us, math.min(tonumber(ARGV[4]), tonumber(direct_ttl)), ARGV[5])
+  else
+    offer(first, due, now, tonumber(ARGV[4]), ARGV[5])
+  end
 elseif released == 1 then
   redis.call('PUBLISH', ARGV[5], '')
 end

@@ -1,0 +1,171 @@
+import { randomUUID } from 'node:crypto';
+import type Redis from 'ioredis';
+import type { Command } from 'ioredis';
+import { LockService } from '../../lib';
+import { RedlockBackend } from '../../lib/backends/redis';
+import { lockKeyNames } from '../../lib/backends/redis/key-names';
+import { scripts } from '../../lib/backends/redis/scripts';
+import { client, redisPorts, sleep } from './support/redis-env';
+
+/**
+ * On one node a release hands the key straight to the first waiter in line, for handoffTimeout ms: the waiter
+ * starts its work on that provisional grant without asking Redis again, and confirms it at once by extending
+ * it to its ttl (AcquiredOutcome.provisionalForMs). A waiter that died after joining the line therefore holds
+ * the line up for handoffTimeout, never for its ttl.
+ */
+describe('Redlock on 1 node: keys handed straight to the first waiter', () => {
+  const [port] = redisPorts(1);
+  const HANDOFF = 100;
+  const TTL = 10_000;
+  const SLOW_POLL = { delay: 60_000, maxDelay: 60_000 };
+  const cleanup: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step().catch(() => undefined);
+  });
+
+  /** A LockService on its own client, counting the commands that client sends. */
+  function app(): { locks: LockService; redis: Redis; sent: string[] } {
+    const redis = client(port!);
+    const sent: string[] = [];
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
+      // Script calls by script name: what the waiter asked Redis for.
+      const sha = command.name === 'evalsha' ? String(command.args[0]) : '';
+      sent.push(Object.values(scripts).find((script) => script.sha === sha)?.name ?? command.name);
+      return send(command, stream);
+    }) as Redis['sendCommand'];
+    const backend = new RedlockBackend({ clients: [redis], handoffTimeout: HANDOFF });
+    const locks = new LockService({ backends: { default: backend } });
+    cleanup.push(
+      () => redis.quit(),
+      () => backend.close(),
+      () => locks.close(),
+    );
+    return { locks, redis, sent };
+  }
+
+  async function waitUntil(what: string, check: () => Promise<boolean>, ms = 5_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await sleep(10);
+    }
+  }
+
+  it('the waiter gets the key without asking again, with a higher fencing token, and confirms it to its ttl', async () => {
+    const admin = client(port!);
+    cleanup.push(() => admin.quit());
+    const key = `handed:${randomUUID()}`;
+    const holder = app();
+    const waiter = app();
+    await Promise.all([holder.locks.init(), waiter.locks.init()]);
+    const held = await holder.locks.acquire(key, { ttl: TTL });
+    const waiting = waiter.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
+    await waitUntil('the waiter is in line', async () => (await admin.zcard(lockKeyNames(key, false).keys[2])) === 1);
+    const before = waiter.sent.filter((name) => name === 'acquire').length;
+    await held.release();
+    const lock = await waiting;
+    // Granted by the release: no acquire of its own after the wake-up (the polling pause is a minute), only
+    // the confirmation.
+    expect(waiter.sent.filter((name) => name === 'acquire').length).toBe(before);
+    await waitUntil('the confirmation is sent', async () => waiter.sent.includes('extend'));
+    expect(lock.fencingToken).toBeGreaterThan(held.fencingToken);
+    await waitUntil('the grant is confirmed', async () => (await admin.pttl(key)) > HANDOFF * 5);
+    expect(await admin.get(key)).not.toBeNull();
+    expect(lock.isHeld).toBe(true);
+    expect(lock.expiresAt - lock.acquiredAt).toBeGreaterThan(TTL / 2);
+    await lock.release();
+    expect(await admin.exists(key)).toBe(0);
+  });
+
+  it('a waiter gone after joining the line holds the key for handoffTimeout only: the one behind gets it next', async () => {
+    const admin = client(port!);
+    cleanup.push(() => admin.quit());
+    const key = `handed-ghost:${randomUUID()}`;
+    const names = lockKeyNames(key, false);
+    const holder = app();
+    const waiter = app();
+    await Promise.all([holder.locks.init(), waiter.locks.init()]);
+    const held = await holder.locks.acquire(key, { ttl: TTL });
+    // A waiter that takes keys straight from a release, whose process is gone: nobody listens on its channel.
+    const ghost = randomUUID().replace(/-/g, '');
+    const arrival = String(Date.now() * 1000);
+    const ghostChannel = `nestjs-distributed-lock\u0000wake\u0000ghost-${randomUUID()}`;
+    const args = [ghost, TTL, '1', arrival, 60_000, HANDOFF, names.channel, ghostChannel, '1'];
+    expect(((await admin.eval(scripts.acquire.source, 4, ...names.keys, ...args)) as number[])[0]).toBe(0);
+    const waiting = waiter.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
+    await waitUntil('the waiter is in line behind the ghost', async () => (await admin.zcard(names.keys[2])) === 2);
+    const releasedAt = Date.now();
+    await held.release();
+    // Handed to the ghost, for handoffTimeout, not its ttl.
+    expect(await admin.get(key)).toBe(ghost);
+    expect(await admin.pttl(key)).toBeLessThanOrEqual(HANDOFF);
+    const lock = await waiting;
+    const tookMs = Date.now() - releasedAt;
+    expect(tookMs).toBeGreaterThanOrEqual(HANDOFF - 5);
+    expect(tookMs).toBeLessThan(HANDOFF + 400);
+    expect(lock.isHeld).toBe(true);
+    await lock.release();
+  });
+
+  it('a hand-over noticed too late (the event loop was blocked past handoffTimeout) is not trusted: the waiter takes the key the usual way', async () => {
+    const admin = client(port!);
+    cleanup.push(() => admin.quit());
+    const key = `handed-late:${randomUUID()}`;
+    const holder = app();
+    const waiter = app();
+    await Promise.all([holder.locks.init(), waiter.locks.init()]);
+    const held = await holder.locks.acquire(key, { ttl: TTL });
+    const waiting = waiter.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
+    await waitUntil('the waiter is in line', async () => (await admin.zcard(lockKeyNames(key, false).keys[2])) === 1);
+    const before = waiter.sent.filter((name) => name === 'acquire').length;
+    await held.release();
+    // Nothing in this process runs meanwhile: the hand-over lapses in Redis before the waiter hears of it.
+    const blockedUntil = Date.now() + HANDOFF * 2.5;
+    while (Date.now() < blockedUntil) {
+      // busy
+    }
+    const lock = await waiting;
+    // It asked Redis (the script found the key free again and gave it the lock for its full ttl).
+    expect(waiter.sent.filter((name) => name === 'acquire').length).toBeGreaterThan(before);
+    expect(lock.isHeld).toBe(true);
+    expect(await admin.pttl(key)).toBeGreaterThan(HANDOFF * 5);
+    expect(lock.fencingToken).toBeGreaterThan(held.fencingToken);
+    await lock.release();
+  });
+
+  it('under contention no two holders, and each lock costs the waiter no acquire after its wake-up', async () => {
+    const workers = 6;
+    const rounds = 10;
+    const apps = Array.from({ length: workers }, app);
+    await Promise.all(apps.map((a) => a.locks.init()));
+    const key = `handed-contention:${randomUUID()}`;
+    let inside = 0;
+    let overlaps = 0;
+    let lost = 0;
+    for (const a of apps) a.locks.events$.subscribe((e) => (e.type === 'lost' ? lost++ : undefined));
+    await Promise.all(
+      apps.map(async ({ locks }) => {
+        for (let round = 0; round < rounds; round++) {
+          await locks.using(
+            key,
+            async () => {
+              if (++inside !== 1) overlaps++;
+              await sleep(1);
+              inside--;
+            },
+            { ttl: TTL, waitTimeout: 30_000, retry: SLOW_POLL },
+          );
+        }
+      }),
+    );
+    expect(overlaps).toBe(0);
+    expect(lost).toBe(0);
+    // Per lock: a refused attempt (joining the line), the confirmation, the release; no acquire after waking.
+    const count = (script: string): number => apps.reduce((n, a) => n + a.sent.filter((s) => s === script).length, 0);
+    const locks = workers * rounds;
+    expect(count('acquire') / locks).toBeLessThan(1.5);
+    expect(count('extend')).toBeGreaterThan(locks * 0.8);
+    expect(count('release')).toBe(locks);
+  }, 30_000);
+});
