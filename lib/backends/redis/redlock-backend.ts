@@ -55,8 +55,11 @@ interface Waiting {
   /** Where each node's announcements stood when its last attempt was sent. */
   marks: (WakeMark | undefined)[] | undefined;
   at: number;
-  /** Single node: when its last refused attempt was sent (performance.now()) and the server's time then (µs). */
-  refused: { readonly sentAt: number; readonly serverUs: number } | undefined;
+  /**
+   * Single node: when its last refused attempt was sent (performance.now()), the server's time then (µs), and
+   * how long the attempt took to come back (ms).
+   */
+  refused: { readonly sentAt: number; readonly serverUs: number; readonly roundTrip: number } | undefined;
   /** Single node: the key a release handed straight to this owner, as announced (see scripts.ts, grant). */
   handed: HandedOver | undefined;
 }
@@ -199,7 +202,8 @@ export class RedlockBackend implements LockBackend {
     this.undoVotes(request, names, answers);
     if (!request.keepPlace) return outcome;
     const serverUs = this.nodes.length === 1 ? answers[0]?.[2] : undefined;
-    this.remember(id, waiting, arrival, marks, serverUs === undefined ? undefined : { sentAt, serverUs });
+    const roundTrip = performance.now() - sentAt;
+    this.remember(id, waiting, arrival, marks, serverUs === undefined ? undefined : { sentAt, serverUs, roundTrip });
     return { ...outcome, queued: true };
   }
 
@@ -543,10 +547,17 @@ export class RedlockBackend implements LockBackend {
 function handedOver(waiting: Waiting, calledAt: number): AcquireOutcome | undefined {
   const { handed, refused } = waiting;
   if (!handed || !refused) return undefined;
-  const serverMs = Math.max(0, handed.serverUs - refused.serverUs) / 1000;
+  // Announced for a hand-over made before the last refusal: that refusal found the key not ours, so the grant
+  // lapsed unused (the announcement came late: a stalled event loop runs timers, and so the next attempt,
+  // before reading sockets). Or the server's clock went back: then nothing bounds the grant time either.
+  if (handed.serverUs <= refused.serverUs) return undefined;
+  const serverMs = (handed.serverUs - refused.serverUs) / 1000;
   const grantedAt = refused.sentAt + serverMs * (1 - DRIFT);
   const provisionalForMs = Math.floor(handed.px - Math.floor(handed.px * DRIFT) - 2 - (calledAt - grantedAt));
-  if (!(provisionalForMs >= MIN_HANDED_MS)) return undefined;
+  // The confirmation (extend) takes a round trip: with less than two left, its answer would likely come after
+  // the grant stops being trusted, and the lock be reported lost though Redis keeps it (extended) for the
+  // waiter. The usual acquire, a round trip too, re-enters the key for the whole ttl instead.
+  if (!(provisionalForMs >= Math.max(MIN_HANDED_MS, 2 * refused.roundTrip))) return undefined;
   return { acquired: true, fencingToken: BigInt(handed.token), provisionalForMs };
 }
 
