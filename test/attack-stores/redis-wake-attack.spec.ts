@@ -301,11 +301,7 @@ describe('attack: Redlock wake-up channels', () => {
     // As an earlier version joined the line: 7 arguments, no own channel.
     const old = owner();
     const args = [old, 10_000, '1', String(Date.now() * 1000), 60_000, HANDOFF, names.channel];
-    expect(await admins[0]!.eval(scripts.acquire.source, 4, ...names.keys, ...args)).toEqual([
-      0,
-      expect.any(Number),
-      expect.any(Number),
-    ]);
+    expect(await admins[0]!.eval(scripts.acquire.source, 4, ...names.keys, ...args)).toEqual([0, expect.any(Number)]);
     expect(await admins[0]!.hkeys(names.keys[3])).toEqual([old]);
     const waiting = timed(() => waiter.locks.acquire(key, { ttl: 10_000, waitTimeout: 3_000, retry: SLOW_POLL }));
     await waitUntil('the waiter is in line behind it', async () => (await line(port!, key)).length === 2);

@@ -10,11 +10,8 @@ export type Verdict<R> = { readonly failed: false; readonly value: R } | { reado
 const decided = <R>(value: R): Verdict<R> => ({ failed: false, value });
 const FAILED: Verdict<never> = { failed: true };
 
-/**
- * What the acquire script answers: [1, token] granted, [0, pttl, server µs] held, [2, ms, server µs] promised
- * to a waiter ahead.
- */
-export type AcquireAnswer = readonly [0 | 1 | 2, number, number?];
+/** What the acquire script answers: [1, token] granted, [0, pttl] held, [2, ms] promised to a waiter ahead. */
+export type AcquireAnswer = readonly [0 | 1 | 2, number];
 
 export function judgeAcquire(tally: Tally<AcquireAnswer>): Verdict<AcquireOutcome> | undefined {
   let granted = 0;

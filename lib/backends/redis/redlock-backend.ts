@@ -55,19 +55,22 @@ interface Waiting {
   /** Where each node's announcements stood when its last attempt was sent. */
   marks: (WakeMark | undefined)[] | undefined;
   at: number;
+  /** Attempts made so far: each is numbered, and the line keeps the number of the last that joined it. */
+  attempts: number;
   /**
-   * Single node: when its last refused attempt was sent (performance.now()), the server's time then (µs), and
-   * how long the attempt took to come back (ms).
+   * Single node: the last refused attempt — its number, when it was sent (performance.now()) and how long it
+   * took to come back (ms).
    */
-  refused: { readonly sentAt: number; readonly serverUs: number; readonly roundTrip: number } | undefined;
+  refused: { readonly attempt: number; readonly sentAt: number; readonly roundTrip: number } | undefined;
   /** Single node: the key a release handed straight to this owner, as announced (see scripts.ts, grant). */
   handed: HandedOver | undefined;
 }
 
-/** A key handed over by a release: '=owner token serverUs px'. */
+/** A key handed over by a release: '=owner token attempt px'. */
 interface HandedOver {
   readonly token: string;
-  readonly serverUs: number;
+  /** The number of the waiter's attempt that last joined the line before the hand-over. */
+  readonly attempt: number;
   readonly px: number;
 }
 
@@ -165,7 +168,8 @@ export class RedlockBackend implements LockBackend {
     const { handoffTimeout, placeTtl } = this.options;
     // Keys are handed straight to a waiter on one node only: over several, each node's line would hand the key
     // to its own first, and a quorum of hand-overs could not be told apart from a split.
-    const direct = this.nodes.length === 1 ? '1' : '0';
+    const attempt = (waiting?.attempts ?? 0) + 1;
+    const direct = this.nodes.length === 1 ? String(attempt) : '0';
     const sentAt = performance.now();
     let outcome: AcquireOutcome;
     try {
@@ -201,9 +205,8 @@ export class RedlockBackend implements LockBackend {
     }
     this.undoVotes(request, names, answers);
     if (!request.keepPlace) return outcome;
-    const serverUs = this.nodes.length === 1 ? answers[0]?.[2] : undefined;
     const roundTrip = performance.now() - sentAt;
-    this.remember(id, waiting, arrival, marks, serverUs === undefined ? undefined : { sentAt, serverUs, roundTrip });
+    this.remember(id, waiting, arrival, marks, attempt, direct === '0' ? undefined : { attempt, sentAt, roundTrip });
     return { ...outcome, queued: true };
   }
 
@@ -504,12 +507,14 @@ export class RedlockBackend implements LockBackend {
     waiting: Waiting | undefined,
     arrival: string,
     marks: Waiting['marks'],
+    attempts: number,
     refused: Waiting['refused'],
   ): void {
     const now = Date.now();
     if (waiting) {
       waiting.marks = marks;
       waiting.at = now;
+      waiting.attempts = attempts;
       waiting.refused = refused;
       return;
     }
@@ -517,7 +522,7 @@ export class RedlockBackend implements LockBackend {
       // Places the core never withdrew (it walked away from a call) lapse on the nodes after placeTtl.
       for (const [key, entry] of this.waits) if (now - entry.at > this.options.placeTtl) this.waits.delete(key);
     }
-    this.waits.set(id, { arrival, marks, at: now, refused, handed: undefined });
+    this.waits.set(id, { arrival, marks, at: now, attempts, refused, handed: undefined });
   }
 
   private namesFor(key: string): readonly LockKeyNames[] {
@@ -539,21 +544,16 @@ export class RedlockBackend implements LockBackend {
 
 /**
  * The key a release handed to this waiter, as an acquire outcome, if it can still be trusted for a while. The
- * hand-over happened at the server time in its announcement, after the waiter's last refused attempt was
- * processed there — which was after that attempt was sent, at `sentAt` here. So, with clocks that run at
- * rates within DRIFT of each other (Redlock's assumption), it happened here no earlier than sentAt + (server
- * time between the two) × (1 − DRIFT): the lock is trusted for px from then, less the drift allowance.
+ * announcement names the waiter's attempt that had last joined the line when the release ran; if that is its
+ * last refused attempt, the hand-over came after that attempt reached Redis, so after it was sent at `sentAt`
+ * here — a bound by this process's own clock alone. (An announcement naming an earlier attempt is stale: a later
+ * one was refused, so that hand-over lapsed.) The grant is then trusted for px from sentAt, less the drift
+ * allowance, with clocks that run at rates within DRIFT of each other (Redlock's assumption).
  */
 function handedOver(waiting: Waiting, calledAt: number): AcquireOutcome | undefined {
   const { handed, refused } = waiting;
-  if (!handed || !refused) return undefined;
-  // Announced for a hand-over made before the last refusal: that refusal found the key not ours, so the grant
-  // lapsed unused (the announcement came late: a stalled event loop runs timers, and so the next attempt,
-  // before reading sockets). Or the server's clock went back: then nothing bounds the grant time either.
-  if (handed.serverUs <= refused.serverUs) return undefined;
-  const serverMs = (handed.serverUs - refused.serverUs) / 1000;
-  const grantedAt = refused.sentAt + serverMs * (1 - DRIFT);
-  const provisionalForMs = Math.floor(handed.px - Math.floor(handed.px * DRIFT) - 2 - (calledAt - grantedAt));
+  if (!handed || !refused || handed.attempt !== refused.attempt) return undefined;
+  const provisionalForMs = Math.floor(handed.px - Math.floor(handed.px * DRIFT) - 2 - (calledAt - refused.sentAt));
   // The confirmation (extend) takes a round trip: with less than two left, its answer would likely come after
   // the grant stops being trusted, and the lock be reported lost though Redis keeps it (extended) for the
   // waiter. The usual acquire, a round trip too, re-enters the key for the whole ttl instead.
@@ -561,14 +561,14 @@ function handedOver(waiting: Waiting, calledAt: number): AcquireOutcome | undefi
   return { acquired: true, fencingToken: BigInt(handed.token), provisionalForMs };
 }
 
-/** '=owner token serverUs px' addressed to `owner`, or undefined (another owner's, or not well formed). */
+/** '=owner token attempt px' addressed to `owner`, or undefined (another owner's, or not well formed). */
 function parseHandedOver(target: string, owner: string): HandedOver | undefined {
-  const [who, token, serverUs, px] = target.slice(1).split(' ');
+  const [who, token, attempt, px] = target.slice(1).split(' ');
   if (who !== owner || !token || !/^\d+$/.test(token)) return undefined;
-  const us = Number(serverUs);
+  const n = Number(attempt);
   const ms = Number(px);
-  if (!Number.isSafeInteger(us) || !Number.isSafeInteger(ms) || ms <= 0) return undefined;
-  return { token, serverUs: us, px: ms };
+  if (!Number.isSafeInteger(n) || n <= 0 || !Number.isSafeInteger(ms) || ms <= 0) return undefined;
+  return { token, attempt: n, px: ms };
 }
 
 /** µs since the epoch: the same score on every node, so every node orders the line alike. */

@@ -13,7 +13,8 @@ import { createHash } from 'node:crypto';
  *           the same score on every node, so every node orders the line alike)
  *   KEYS[4] each waiter's deadline (server ms): a place whose owner stops asking lapses at its deadline; and,
  *           under the owner followed by NUL and 'c', the channel of the waiter's wake-up connection; under
- *           the owner followed by NUL and 't', its ttl, when it takes the key straight from a release
+ *           the owner followed by NUL and 't', "<ttl> <attempt>" when it takes the key straight from a release
+ *           (its ttl, and the number of its attempt that last joined the line)
  *
  * Announcements go to one waiter's own channel (its process's wake-up connection: see wake-hub.ts) as
  * "<key channel> NUL <target>", so a release under contention wakes one process, not every process waiting on
@@ -30,10 +31,9 @@ export interface LuaScript {
 }
 
 const COMMON = `
--- The server's time in ms, and in µs.
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- The next fencing token: max(counter + 1, server time in ms × 2048), kept as the new counter.
 local function next_token(now)
@@ -77,11 +77,11 @@ local function offer(first, due, now, handoff, channel)
   for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 1, 2)) do tell(behind, first, channel) end
   return due
 end
-local function join(owner, arrival, now, place_ttl, own_channel, direct_ttl)
+local function join(owner, arrival, now, place_ttl, own_channel, direct)
   redis.call('ZADD', KEYS[3], 'NX', arrival, owner)
   if own_channel and own_channel ~= '' then
     redis.call('HSET', KEYS[4], owner, now + place_ttl, owner .. '\\0c', own_channel)
-    if direct_ttl then redis.call('HSET', KEYS[4], owner .. '\\0t', direct_ttl) end
+    if direct then redis.call('HSET', KEYS[4], owner .. '\\0t', direct) end
   else
     redis.call('HSET', KEYS[4], owner, now + place_ttl)
   end
@@ -95,23 +95,27 @@ local function leave(owner)
   return true
 end
 -- Hands the free key straight to the first in line, for handoff ms: it confirms with an extension to its ttl
--- (a dead waiter thus holds the line up for handoff ms, not a ttl). It is told '=owner token time_us px',
--- from which it works out how long it may trust the grant; the next two in line hear of it as of an offer.
-local function grant(first, now, now_us, handoff, channel)
-  redis.call('SET', KEYS[1], first, 'PX', handoff)
+-- (a dead waiter thus holds the line up for handoff ms, not a ttl). It is told '=owner token attempt px': the
+-- attempt is the number of its attempt that last joined the line, which the hand-over came after, so the
+-- waiter can bound when it happened by its own clock; the next two in line hear of it as of an offer.
+local function grant(first, now, direct, handoff, channel)
+  local ttl, attempt = string.match(direct, '^(%d+) (%d+)$')
+  if not ttl then return false end
+  local px = math.min(handoff, tonumber(ttl))
+  redis.call('SET', KEYS[1], first, 'PX', px)
   local token = next_token(now)
-  tell(first, '=' .. first .. ' ' .. string.format('%.0f', token) .. ' ' .. string.format('%.0f', now_us) ..
-    ' ' .. handoff, channel)
+  tell(first, '=' .. first .. ' ' .. string.format('%.0f', token) .. ' ' .. attempt .. ' ' .. px, channel)
   leave(first)
   for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 0, 1)) do tell(behind, first, channel) end
+  return true
 end
 `;
 
 /**
  * ARGV: owner, ttl ms, keepPlace ('1'/'0'), arrival score, place ttl ms, hand-off ms, key channel, the owner's
- * own channel ('' for none), '1' if the owner takes the key straight from a release (single-node backends).
- * Returns {1, fencing token} granted, {0, pttl, server µs} held by another, {2, ms, server µs} free but promised
- * to the first in line (the server's time tells a waiter later how long ago a release handed it the key).
+ * own channel ('' for none), and, if the owner takes the key straight from a release (single-node backends),
+ * the number of this attempt ('0' if not).
+ * Returns {1, fencing token} granted, {0, pttl} held by another, {2, ms} free but promised to the first in line.
  * The first in line taking the key tells the one now first '+owner', so it stops counting the hand-off.
  *
  * The fencing counter becomes max(counter + 1, server time in ms × 2048): the counter makes tokens rise
@@ -119,20 +123,20 @@ end
  */
 const ACQUIRE = `${COMMON}
 local owner = ARGV[1]
-local now, now_us = now_ms()
-local direct_ttl = ARGV[9] == '1' and ARGV[2] or nil
+local now = now_ms()
+local direct = ARGV[9] and ARGV[9] ~= '0' and (ARGV[2] .. ' ' .. ARGV[9]) or nil
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= owner then
-  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct_ttl) end
-  return {0, redis.call('PTTL', KEYS[1]), now_us}
+  if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct) end
+  return {0, redis.call('PTTL', KEYS[1])}
 end
 if not holder then
   local first, due = first_in_line(now)
   if first and first ~= owner then
     -- Free, but someone waits ahead: no taking it past the line (the releaser coming straight back included).
     if due > now + tonumber(ARGV[6]) then due = offer(first, due, now, tonumber(ARGV[6]), ARGV[7]) end
-    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct_ttl) end
-    return {2, due - now, now_us}
+    if ARGV[3] == '1' then join(owner, ARGV[4], now, tonumber(ARGV[5]), ARGV[8], direct) end
+    return {2, due - now}
   end
   if first then
     leave(owner)
@@ -175,13 +179,11 @@ if ARGV[3] ~= '1' then
   leave(owner)
 end
 if holder or (released == 0 and not was_first) then return released end
-local now, now_us = now_ms()
+local now = now_ms()
 local first, due = first_in_line(now)
 if first then
-  local direct_ttl = redis.call('HGET', KEYS[4], first .. '\\0t')
-  if direct_ttl then
-    grant(first, now, now_us, math.min(tonumber(ARGV[4]), tonumber(direct_ttl)), ARGV[5])
-  else
+  local direct = redis.call('HGET', KEYS[4], first .. '\\0t')
+  if not (direct and grant(first, now, direct, tonumber(ARGV[4]), ARGV[5])) then
     offer(first, due, now, tonumber(ARGV[4]), ARGV[5])
   end
 elseif released == 1 then
