@@ -55,8 +55,6 @@ interface Waiting {
   /** Where each node's announcements stood when its last attempt was sent. */
   marks: (WakeMark | undefined)[] | undefined;
   at: number;
-  /** Attempts made so far: each is numbered, and the line keeps the number of the last that joined it. */
-  attempts: number;
   /**
    * Single node: the last refused attempt — its number, when it was sent (performance.now()) and how long it
    * took to come back (ms).
@@ -99,6 +97,8 @@ export class RedlockBackend implements LockBackend {
   private readonly quorum: number;
   private readonly ledger: FencingLedger | undefined;
   private readonly waits = new Map<string, Waiting>();
+  /** Acquire attempts sent so far (see acquire: each has its own number). */
+  private attempts = 0;
   private readonly watch: ConnectionWatch;
   private initialised: Promise<void> | undefined;
   private ready = false;
@@ -168,7 +168,9 @@ export class RedlockBackend implements LockBackend {
     const { handoffTimeout, placeTtl } = this.options;
     // Keys are handed straight to a waiter on one node only: over several, each node's line would hand the key
     // to its own first, and a quorum of hand-overs could not be told apart from a split.
-    const attempt = (waiting?.attempts ?? 0) + 1;
+    // Numbered across the backend, whatever their outcome: an attempt that joined the line but whose answer was
+    // lost must not share its number with a later one (see handedOver).
+    const attempt = ++this.attempts;
     const direct = this.nodes.length === 1 ? String(attempt) : '0';
     const sentAt = performance.now();
     let outcome: AcquireOutcome;
@@ -206,7 +208,7 @@ export class RedlockBackend implements LockBackend {
     this.undoVotes(request, names, answers);
     if (!request.keepPlace) return outcome;
     const roundTrip = performance.now() - sentAt;
-    this.remember(id, waiting, arrival, marks, attempt, direct === '0' ? undefined : { attempt, sentAt, roundTrip });
+    this.remember(id, waiting, arrival, marks, direct === '0' ? undefined : { attempt, sentAt, roundTrip });
     return { ...outcome, queued: true };
   }
 
@@ -507,14 +509,12 @@ export class RedlockBackend implements LockBackend {
     waiting: Waiting | undefined,
     arrival: string,
     marks: Waiting['marks'],
-    attempts: number,
     refused: Waiting['refused'],
   ): void {
     const now = Date.now();
     if (waiting) {
       waiting.marks = marks;
       waiting.at = now;
-      waiting.attempts = attempts;
       waiting.refused = refused;
       return;
     }
@@ -522,7 +522,7 @@ export class RedlockBackend implements LockBackend {
       // Places the core never withdrew (it walked away from a call) lapse on the nodes after placeTtl.
       for (const [key, entry] of this.waits) if (now - entry.at > this.options.placeTtl) this.waits.delete(key);
     }
-    this.waits.set(id, { arrival, marks, at: now, attempts, refused, handed: undefined });
+    this.waits.set(id, { arrival, marks, at: now, refused, handed: undefined });
   }
 
   private namesFor(key: string): readonly LockKeyNames[] {
