@@ -134,6 +134,34 @@ describe('Redlock on 1 node: keys handed straight to the first waiter', () => {
     await lock.release();
   });
 
+  it('a confirmed hand-over tells the two behind, so a long hold costs them no attempt when handoffTimeout is over', async () => {
+    const admin = client(port!);
+    cleanup.push(() => admin.quit());
+    const key = `handed-long:${randomUUID()}`;
+    const holder = app();
+    const [first, second, third] = [app(), app(), app()];
+    await Promise.all([holder, first, second, third].map((a) => a.locks.init()));
+    const held = await holder.locks.acquire(key, { ttl: TTL });
+    const options = { ttl: TTL, waitTimeout: 10_000, retry: SLOW_POLL };
+    const inLine = (n: number) => async () => (await admin.zcard(lockKeyNames(key, false).keys[2])) === n;
+    const firstGets = first.locks.acquire(key, options);
+    await waitUntil('the first is in line', inLine(1));
+    const secondGets = second.locks.acquire(key, options);
+    await waitUntil('the second is in line', inLine(2));
+    const thirdGets = third.locks.acquire(key, options);
+    await waitUntil('the third is in line', inLine(3));
+    const attempts = (a: { sent: string[] }): number => a.sent.filter((name) => name === 'acquire').length;
+    const before = [attempts(second), attempts(third)];
+    await held.release();
+    const lock = await firstGets;
+    // Held well past handoffTimeout: the two behind were told of the hand-over, then that it was confirmed.
+    await sleep(HANDOFF * 4);
+    expect([attempts(second), attempts(third)]).toEqual(before);
+    await lock.release();
+    await (await secondGets).release();
+    await (await thirdGets).release();
+  });
+
   it('under contention no two holders, and each lock costs the waiter no acquire after its wake-up', async () => {
     const workers = 6;
     const rounds = 10;

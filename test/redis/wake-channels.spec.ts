@@ -98,7 +98,7 @@ describe('Redlock wake-up channels', () => {
     }
   });
 
-  it('under contention (8 processes, one key) each lock costs at most 4 messages, none on the key channel while the line is full', async () => {
+  it('under contention (8 processes, one key) each lock costs at most 5 messages, none on the key channel while the line is full', async () => {
     const workers = 8;
     const rounds = 6;
     const backends = Array.from({ length: workers }, () => new RedlockBackend({ clients: [open()] }));
@@ -130,8 +130,9 @@ describe('Redlock wake-up channels', () => {
       await Promise.all(runs);
       const locks = workers * rounds;
       expect(overlaps).toBe(0);
-      // The first in line, the next two, and '+' to the next when the first comes: 4 at most, whatever the crowd.
-      expect(heard.own.length).toBeLessThanOrEqual(4 * locks);
+      // On one node: the hand-over to the first in line, the next two told of it, and told again when the first
+      // confirms it — 5 at most, whatever the crowd.
+      expect(heard.own.length).toBeLessThanOrEqual(5 * locks);
       // Only releases that find nobody in line announce on the key channel (the last few of the run).
       expect(heard.keyChannel.length).toBeLessThanOrEqual(workers);
     } finally {

@@ -97,6 +97,8 @@ export class RedlockBackend implements LockBackend {
   private readonly quorum: number;
   private readonly ledger: FencingLedger | undefined;
   private readonly waits = new Map<string, Waiting>();
+  /** Keys handed straight to an owner by a release, until its first extension confirms them. */
+  private readonly unconfirmed = new Set<string>();
   /** Acquire attempts sent so far (see acquire: each has its own number). */
   private attempts = 0;
   private readonly watch: ConnectionWatch;
@@ -156,6 +158,8 @@ export class RedlockBackend implements LockBackend {
     const handed = waiting && handedOver(waiting, calledAt);
     if (handed) {
       this.waits.delete(id);
+      // Bounded: an entry the core never confirms (its lease lost at once) is dropped by its release.
+      if (this.unconfirmed.size < 1024) this.unconfirmed.add(id);
       return handed;
     }
     if (waiting) waiting.handed = undefined;
@@ -216,6 +220,7 @@ export class RedlockBackend implements LockBackend {
     await this.prepared(call, 'release a lock');
     const id = `${lease.key}\u0000${lease.owner}`;
     this.waits.delete(id);
+    this.unconfirmed.delete(id);
     const token = this.ledger?.take(id) ?? '';
     const names = this.namesFor(lease.key);
     const handoff = this.options.handoffTimeout;
@@ -231,9 +236,15 @@ export class RedlockBackend implements LockBackend {
   async extend(lease: LeaseRef, ttl: number, call: StoreCall): Promise<boolean> {
     await this.prepared(call, 'extend a lock');
     const names = this.namesFor(lease.key);
+    const confirms = this.unconfirmed.delete(`${lease.key}\u0000${lease.owner}`);
     const extended = await this.ask(
       'extend a lock',
-      (node, i) => node.run(scripts.extend, names[i]!.keys, [lease.owner, ttl]) as Promise<number>,
+      (node, i) =>
+        node.run(
+          scripts.extend,
+          names[i]!.keys,
+          confirms ? [lease.owner, ttl, names[i]!.channel] : [lease.owner, ttl],
+        ) as Promise<number>,
       judgeConfirmed,
       UNCANCELLED,
     );
@@ -357,6 +368,7 @@ export class RedlockBackend implements LockBackend {
       for (const node of this.nodes) node.detach();
       await this.withdrawPlaces();
       this.waits.clear();
+      this.unconfirmed.clear();
       await Promise.allSettled(this.hubs.map((hub) => hub.close()));
       await Promise.allSettled(this.nodes.filter((node) => node.owned).map((node) => closeClient(node.client)));
     })();

@@ -193,12 +193,18 @@ if redis.call('ZCARD', KEYS[3]) == 0 then redis.call('DEL', KEYS[4]) end
 return released
 `;
 
-/** ARGV: owner, ttl ms. Compare-and-PEXPIRE: 1 if the owner held the key. */
-const EXTEND = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+/**
+ * ARGV: owner, ttl ms, and the key channel when this extension confirms a key a release handed over.
+ * Compare-and-PEXPIRE: 1 if the owner held the key. A confirmation tells the two now first in line, who heard of
+ * the hand-over, that the owner came: they need not look again when its hand-off time is over.
+ */
+const EXTEND = `${COMMON}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local extended = redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] then
+  for _, behind in ipairs(redis.call('ZRANGE', KEYS[3], 0, 1)) do tell(behind, '+' .. ARGV[1], ARGV[3]) end
 end
-return 0
+return extended
 `;
 
 /**
