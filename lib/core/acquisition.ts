@@ -192,8 +192,10 @@ export class Acquisition {
       taken.push(key);
       tokens[index] = outcome.fencingToken;
       // Counted from its own call, which came after the round started: from the round start it is on the safe side.
-      if (outcome.provisionalForMs !== undefined) {
-        provisionalForMs = Math.min(provisionalForMs ?? Infinity, outcome.provisionalForMs);
+      // A value that is not a number of ms ≥ 0 (NaN from a faulty backend) trusts the grant for nothing.
+      const provisional = outcome.provisionalForMs;
+      if (provisional !== undefined) {
+        provisionalForMs = Math.min(provisionalForMs ?? Infinity, provisional >= 0 ? provisional : 0);
       }
     }
     return { tokens, provisionalForMs };

@@ -71,6 +71,29 @@ describe('provisional grants', () => {
     expect((lock.signal.reason as Error).message).toMatch(/no longer holds it/);
   });
 
+  it.each([NaN, -5])(
+    'a faulty provisional time (%p) trusts the grant for nothing until it is confirmed',
+    async (bad) => {
+      let backend!: BendableBackend;
+      const { locks, clock } = memoryFixture({}, (memory) => {
+        backend = new BendableBackend(memory);
+        const acquire = backend.acquire;
+        backend.acquire = async (request): Promise<AcquireOutcome> => {
+          const outcome = await acquire(request);
+          return outcome.acquired ? { ...outcome, provisionalForMs: bad } : outcome;
+        };
+        return backend;
+      });
+      const extension = deferred<never>();
+      backend.interfere = (operation) => (operation === 'extend' ? extension.promise : undefined);
+      const lock = await locks.acquire('k', { ttl: TTL });
+      expect(lock.expiresAt).toBe(lock.acquiredAt);
+      await settle(clock);
+      expect(lock.isHeld).toBe(false);
+      expect(lock.signal.aborted).toBe(true);
+    },
+  );
+
   it('using() with autoExtend: the watchdog takes over after the confirmation', async () => {
     const store = provisionalStore();
     const { locks, clock, events } = memoryFixture({}, store.make);

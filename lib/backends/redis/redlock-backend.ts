@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { validityMs } from '../../core/backoff';
 import { LockBackendClosedError, LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import type {
@@ -72,8 +73,6 @@ interface HandedOver {
   readonly px: number;
 }
 
-/** The clock drift allowed for, as in the core's validity (1 % and 2 ms). */
-const DRIFT = 0.01;
 /** A hand-over with less time left than this is not worth trusting: the owner takes the key the usual way. */
 const MIN_HANDED_MS = 5;
 
@@ -170,11 +169,11 @@ export class RedlockBackend implements LockBackend {
     const marks = request.keepPlace ? this.hubs.map((hub, i) => hub.mark(names[i]!.channel)) : undefined;
     const answers: (AcquireAnswer | undefined)[] = [];
     const { handoffTimeout, placeTtl } = this.options;
-    // Keys are handed straight to a waiter on one node only: over several, each node's line would hand the key
-    // to its own first, and a quorum of hand-overs could not be told apart from a split.
     // Numbered across the backend, whatever their outcome: an attempt that joined the line but whose answer was
     // lost must not share its number with a later one (see handedOver).
     const attempt = ++this.attempts;
+    // Keys are handed straight to a waiter on one node only: over several, each node's line would hand the key
+    // to its own first, and a quorum of hand-overs could not be told apart from a split.
     const direct = this.nodes.length === 1 ? String(attempt) : '0';
     const sentAt = performance.now();
     let outcome: AcquireOutcome;
@@ -559,13 +558,13 @@ export class RedlockBackend implements LockBackend {
  * announcement names the waiter's attempt that had last joined the line when the release ran; if that is its
  * last refused attempt, the hand-over came after that attempt reached Redis, so after it was sent at `sentAt`
  * here — a bound by this process's own clock alone. (An announcement naming an earlier attempt is stale: a later
- * one was refused, so that hand-over lapsed.) The grant is then trusted for px from sentAt, less the drift
- * allowance, with clocks that run at rates within DRIFT of each other (Redlock's assumption).
+ * one was refused, so that hand-over lapsed.) The grant is then trusted for px from sentAt, less the core's drift
+ * allowance (validityMs: clocks that run at rates within 1 % of each other, Redlock's assumption).
  */
 function handedOver(waiting: Waiting, calledAt: number): AcquireOutcome | undefined {
   const { handed, refused } = waiting;
   if (!handed || !refused || handed.attempt !== refused.attempt) return undefined;
-  const provisionalForMs = Math.floor(handed.px - Math.floor(handed.px * DRIFT) - 2 - (calledAt - refused.sentAt));
+  const provisionalForMs = Math.floor(validityMs(handed.px) - (calledAt - refused.sentAt));
   // The confirmation (extend) takes a round trip: with less than two left, its answer would likely come after
   // the grant stops being trusted, and the lock be reported lost though Redis keeps it (extended) for the
   // waiter. The usual acquire, a round trip too, re-enters the key for the whole ttl instead.
