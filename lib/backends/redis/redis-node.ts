@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { RedlockClient } from './options';
 import { scripts, type LuaScript } from './scripts';
+import { WriteBatcher } from './write-batcher';
 
 /** Releases kept for a disconnected node at most: beyond, their keys are left to expire. */
 const MAX_KEPT_RELEASES = 1024;
@@ -25,6 +26,8 @@ export class RedisNode {
   private sendingKept: Promise<void> | undefined;
   /** The last call of each owner on each key still unanswered (see run). */
   private readonly lastCalls = new Map<string, Promise<unknown>>();
+  /** Gathers script calls made in one tick into few socket writes; a Cluster routes its commands itself. */
+  private readonly batcher: WriteBatcher | undefined;
 
   constructor(
     readonly client: RedlockClient,
@@ -33,6 +36,7 @@ export class RedisNode {
   ) {
     this.cluster = client.isCluster;
     this.plainLabel = labelOf(client);
+    this.batcher = isCluster(client) ? undefined : new WriteBatcher(client);
     if (isCluster(client)) {
       // A Cluster's own SCRIPT LOAD reaches one node at random, and every master has a script cache of its own:
       // load on each node connection the Cluster makes, as it makes it (lazily, on learning the slots), so the
@@ -161,6 +165,7 @@ export class RedisNode {
     if (this.client.status !== 'ready') {
       throw new NodeCallError(`${this.label} is not connected (${this.client.status})`);
     }
+    this.batcher?.beforeSend();
     try {
       return await this.client.evalsha(script.sha, script.keys, ...keys, ...args);
     } catch (error) {
