@@ -36,7 +36,7 @@ export class RedisNode {
   ) {
     this.cluster = client.isCluster;
     this.plainLabel = labelOf(client);
-    this.batcher = isCluster(client) ? undefined : new WriteBatcher(client);
+    this.batcher = isCluster(client) ? undefined : WriteBatcher.for(client);
     if (isCluster(client)) {
       // A Cluster's own SCRIPT LOAD reaches one node at random, and every master has a script cache of its own:
       // load on each node connection the Cluster makes, as it makes it (lazily, on learning the slots), so the
