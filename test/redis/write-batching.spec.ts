@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { LockBackendError, LockService, type Lock } from '../../lib';
 import { RedlockBackend } from '../../lib/backends/redis';
-import { MAX_BATCH } from '../../lib/backends/redis/write-batcher';
+import { MAX_BATCH, WriteBatcher } from '../../lib/backends/redis/write-batcher';
 import { client, redisPorts, sleep } from './support/redis-env';
 
 /**
@@ -137,5 +137,34 @@ describe('Redlock: script calls made in one tick share socket writes', () => {
     const deadline = Date.now() + 5_000;
     while ((await redis.exists(...keys)) > 0 && Date.now() < deadline) await sleep(20);
     expect(await redis.exists(...keys)).toBe(0);
+  });
+
+  it('timers already faked when the library loaded: nothing is held, since the faked tick might never end a batch', async () => {
+    jest.useFakeTimers();
+    let faked: typeof WriteBatcher | undefined;
+    try {
+      await jest.isolateModulesAsync(async () => {
+        faked = (await import('../../lib/backends/redis/write-batcher')).WriteBatcher;
+      });
+    } finally {
+      jest.useRealTimers();
+    }
+    const redis = client(port!);
+    cleanup.push(() => redis.quit());
+    await redis.ping();
+    // A reply outstanding: with a real tick, a call now is held until the tick ends…
+    const first = redis.ping();
+    WriteBatcher.for(redis).beforeSend();
+    expect(redis.stream.writableCorked).toBe(1);
+    await first;
+    expect(redis.stream.writableCorked).toBe(0);
+    // …with the tick faked before the module loaded, it is written at once.
+    const second = redis.ping();
+    faked!.for(redis).beforeSend();
+    const corked = redis.stream.writableCorked;
+    // Let go of a batch the faked tick would never end, so that a failure here fails rather than hangs.
+    while (redis.stream.writableCorked > 0) redis.stream.uncork();
+    expect(corked).toBe(0);
+    await second;
   });
 });
