@@ -16,6 +16,27 @@ import { Opened, waitUntil } from './redis-attack-support';
  * are corked on the user's own socket and uncorked on process.nextTick. Nothing may be held for good, reordered,
  * leaked or left hanging, and the user's shared client must keep working.
  */
+/**
+ * Each key locked and released with the user's own INCRs on the shared client before, between and after, in
+ * the same ticks: the INCRs must be answered in the order sent, nothing may stay corked, no key may be left.
+ */
+async function lockAmongUserCommands(redis: Redis, locks: LockService, keys: string[], counter: string): Promise<void> {
+  const counts: Promise<number>[] = [];
+  await Promise.all(
+    keys.map(async (key) => {
+      counts.push(redis.incr(counter));
+      const handle = await locks.acquire(key, { ttl: 10_000 });
+      counts.push(redis.incr(counter));
+      await handle.release();
+      counts.push(redis.incr(counter));
+    }),
+  );
+  const answers = await Promise.all(counts);
+  expect(answers).toEqual(answers.map((_, i) => i + 1));
+  expect(redis.stream.writableCorked).toBe(0);
+  expect(await redis.exists(...keys)).toBe(0);
+}
+
 describe('attack: Redis write batching on a shared client', () => {
   const [port] = redisPorts(1);
   const opened = new Opened();
@@ -71,20 +92,7 @@ describe('attack: Redis write batching on a shared client', () => {
     const locks = await serviceOn(redis);
     const counter = `auto-pipe-counter:${randomUUID()}`;
     const keys = keysOf(200, 'auto-pipe');
-    const counts: Promise<number>[] = [];
-    await Promise.all(
-      keys.map(async (key) => {
-        counts.push(redis.incr(counter));
-        const handle = await locks.acquire(key, { ttl: 10_000 });
-        counts.push(redis.incr(counter));
-        await handle.release();
-        counts.push(redis.incr(counter));
-      }),
-    );
-    const answers = await Promise.all(counts);
-    expect(answers).toEqual(answers.map((_, i) => i + 1));
-    expect(redis.stream.writableCorked).toBe(0);
-    expect(await redis.exists(...keys)).toBe(0);
+    await lockAmongUserCommands(redis, locks, keys, counter);
   });
 
   it('the user corks the socket themselves around their own writes in the same tick: nothing is held for good', async () => {
@@ -292,20 +300,7 @@ describe('attack: Redis write batching on a shared client', () => {
     const locks = await serviceOn(redis);
     const counter = `tls-counter:${randomUUID()}`;
     const keys = keysOf(200, 'tls');
-    const counts: Promise<number>[] = [];
-    await Promise.all(
-      keys.map(async (key) => {
-        counts.push(redis.incr(counter));
-        const handle = await locks.acquire(key, { ttl: 10_000 });
-        counts.push(redis.incr(counter));
-        await handle.release();
-        counts.push(redis.incr(counter));
-      }),
-    );
-    const answers = await Promise.all(counts);
-    expect(answers).toEqual(answers.map((_, i) => i + 1));
-    expect(redis.stream.writableCorked).toBe(0);
-    expect(await redis.exists(...keys)).toBe(0);
+    await lockAmongUserCommands(redis, locks, keys, counter);
   });
 
   it('contended keys, two processes-worth of clients, connections killed mid-burst: never two holders, nothing left', async () => {
