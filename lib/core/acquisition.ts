@@ -323,14 +323,16 @@ export class Acquisition {
     });
     this.lease = lease;
     this.context.track(lease);
-    this.context.emit({
-      type: 'acquired',
-      keys: this.keys.map((k) => k.key),
-      backend: backendName,
-      at: now,
-      fencingTokens: tokens,
-      waitedMs: now - this.startedAt,
-    });
+    if (this.context.host.observed) {
+      this.context.emit({
+        type: 'acquired',
+        keys: this.keys.map((k) => k.key),
+        backend: backendName,
+        at: now,
+        fencingTokens: tokens,
+        waitedMs: now - this.startedAt,
+      });
+    }
     this.lossRelay.attach(lease);
     if (this.cancelled || this.context.closed) {
       await lease.release().catch(() => undefined);

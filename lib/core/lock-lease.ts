@@ -10,6 +10,8 @@ import type { ResolvedLockOptions } from './options';
 /** What a lease needs from the service that granted it. */
 export interface LeaseHost {
   readonly clock: LockClock;
+  /** Whether anyone listens to events$: an event nobody receives is not worth building. */
+  readonly observed: boolean;
   emit(event: LockEvent): void;
   /** The lease no longer needs releasing at shutdown. */
   forget(lease: LockLease): void;
@@ -210,7 +212,9 @@ export class LockLease {
     }
     // An explicit extension changes the cadence: the next automatic one comes a third of the new ttl later.
     if (!automatic && this.autoExtend && this.state === 'held') this.armWatchdog();
-    this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+    if (this.host.observed) {
+      this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+    }
   }
 
   /** Shutdown: tell the work to stop (the signal aborts) and let nobody borrow the lease any more. */
@@ -262,8 +266,10 @@ export class LockLease {
     this.lostError = error;
     this.host.forget(this);
     this.controller?.abort(error);
-    const now = this.host.clock.now();
-    this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
+    if (this.host.observed) {
+      const now = this.host.clock.now();
+      this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
+    }
     for (const listener of this.lossListeners) {
       try {
         listener(error);
@@ -300,7 +306,7 @@ export class LockLease {
       if (this.state === 'held') this.state = 'released';
       this.host.forget(this);
     }
-    if (wasHeld) this.host.emit({ type: 'released', ...this.eventBase(releasedAt), heldMs });
+    if (wasHeld && this.host.observed) this.host.emit({ type: 'released', ...this.eventBase(releasedAt), heldMs });
   }
 
   /**

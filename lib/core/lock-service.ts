@@ -122,8 +122,12 @@ export class LockService {
     this.registry = new BackendRegistry(config.backends, this.defaults.backend);
     this.events$ = this.events.asObservable();
     this.held = new HeldLocks(this.clock);
+    const events = this.events;
     this.host = {
       clock: this.clock,
+      get observed() {
+        return events.observed;
+      },
       emit: (event) => this.events.next(event),
       forget: (lease) => this.held.forget(lease),
       deferRelease: (release, ms) => this.held.deferRelease(release, ms),
