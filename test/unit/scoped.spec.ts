@@ -150,6 +150,21 @@ describe('using()', () => {
       });
     });
 
+    it('takes the keys around a held one in the middle, and gives back only those', async () => {
+      const { locks, memory } = memoryFixture();
+      await locks.using('b', async (outer) => {
+        await locks.using(['c', 'b', 'a'], async (inner) => {
+          expect(inner.keys).toEqual(['a', 'b', 'c']);
+          expect(inner.fencingTokenFor('b')).toBe(outer.fencingToken);
+          expect(await memory.isLocked('a')).toBe(true);
+          expect(await memory.isLocked('c')).toBe(true);
+        });
+        expect(await memory.isLocked('a')).toBe(false);
+        expect(await memory.isLocked('c')).toBe(false);
+        expect(await memory.isLocked('b')).toBe(true);
+      });
+    });
+
     it('is scoped to the call chain: a parallel caller still waits', async () => {
       const { locks, clock } = memoryFixture();
       const outerWork = deferred();
