@@ -282,7 +282,10 @@ export class LockLease {
   }
 
   private async releaseInStore(): Promise<void> {
-    if (this.scopedBorrowers > 0) await this.borrowersToFinish();
+    // Always yields first, even with no borrower to wait for: `releasing` must be set before anything below
+    // can run user code (the signal's abort listeners), or a listener calling release() or extend() would not
+    // see the release under way.
+    await this.borrowersToFinish();
     const wasHeld = this.state === 'held';
     if (wasHeld && this.looseBorrowers > 0) {
       // Handles borrowed with acquire() and never released: their holders learn it from the signal.
