@@ -32,6 +32,11 @@ export interface AcquisitionContext {
   readonly closed: boolean;
 }
 
+/** Who keeps the acquisitions in flight: told when one is over, its `cleanup` set. */
+export interface AcquisitionTracker {
+  finished(acquisition: Acquisition): void;
+}
+
 type RoundResult =
   | { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined }
   | { readonly busy: KeyPair; readonly outcome: BusyOutcome };
@@ -61,7 +66,8 @@ export class Acquisition {
   private readonly startedAt: number;
   private readonly deadline: number;
   private readonly lossRelay = new LossRelay();
-  private readonly queued = new Map<string, KeyPair>();
+  /** Places in line kept by a queueing store; made on the first one (most acquisitions never queue). */
+  private queued: Map<string, KeyPair> | undefined;
   private cancelReason: unknown;
   private cancelled = false;
   /** The store call or wait in progress: what cancel() aborts. */
@@ -71,11 +77,14 @@ export class Acquisition {
    * timed out, or was answered after we stopped waiting. Given back (by owner) if this acquisition ends
    * without its lease; never while it runs, since a later attempt with the same owner may hold them rightly.
    */
-  private readonly uncertain = new Map<string, KeyPair>();
+  private uncertain: Map<string, KeyPair> | undefined;
   private lease: LockLease | undefined;
   private settled = false;
-  /** Settles once what the acquisition left in the store (places in line, uncertain grants) is given back. */
-  cleanup: Promise<void> = Promise.resolve();
+  /**
+   * Settles once what the acquisition left in the store (places in line, uncertain grants) is given back;
+   * undefined while it runs and when it left nothing.
+   */
+  cleanup: Promise<void> | undefined;
   /** The key the last round found busy: the next round asks for it first. */
   private awaited: KeyPair | undefined;
   /** A connection change made the grants of the current round untrustworthy. */
@@ -111,7 +120,7 @@ export class Acquisition {
     if (change.state !== 'reconnected') this.roundSpoiled = change.reason;
   }
 
-  async run(): Promise<LockLease> {
+  async run(tracker: AcquisitionTracker): Promise<LockLease> {
     let busy: { key: KeyPair; outcome: BusyOutcome } | undefined;
     let lastError: LockError | undefined;
     // A hung store call's timer is unref'd like every lock-clock timer: hold the process while we run.
@@ -136,7 +145,15 @@ export class Acquisition {
           lastError = new LockBackendError(this.context.backendName, messages.grantSpoiled(this.roundSpoiled));
           round = undefined;
         }
-        if (round && 'tokens' in round) return await this.newLease(round, roundStartedAt);
+        if (round && 'tokens' in round) {
+          const lease = this.newLease(round, roundStartedAt);
+          if (this.cancelled || this.context.closed) {
+            // Shutdown or the caller's signal came while the grant was on its way: nobody takes it, so it goes back.
+            await lease.release().catch(() => undefined);
+            throw this.cancelReason ?? new LockBackendError(this.context.backendName, messages.serviceClosed());
+          }
+          return lease;
+        }
         if (round) {
           busy = { key: round.busy, outcome: round.outcome };
           lastError = undefined;
@@ -151,9 +168,18 @@ export class Acquisition {
     } finally {
       this.settled = true;
       // Given back without keeping the caller waiting: a hung store must not add its timeout to the answer.
-      const leftover = [...new Map([...this.queued, ...(this.lease ? [] : this.uncertain)]).values()];
-      this.cleanup = (leftover.length > 0 ? this.giveBack(leftover) : Promise.resolve()).finally(letGo);
+      const leftover = this.leftover();
+      if (leftover.length > 0) this.cleanup = this.giveBack(leftover).finally(letGo);
+      else letGo();
+      tracker.finished(this);
     }
+  }
+
+  /** What may still be ours in the store once the acquisition is over: places in line, and uncertain grants. */
+  private leftover(): KeyPair[] {
+    const uncertain = this.lease ? undefined : this.uncertain;
+    if (!this.queued?.size && !uncertain?.size) return [];
+    return [...new Map([...(this.queued ?? []), ...(uncertain ?? [])]).values()];
   }
 
   private throwIfCancelled(): void {
@@ -166,30 +192,28 @@ export class Acquisition {
    * finds it busy touches no other key, which other callers may be using meanwhile.
    */
   private async attemptRound(): Promise<RoundResult> {
-    const tokens: bigint[] = new Array<bigint>(this.keys.length);
+    const keys = this.keys;
+    const tokens: bigint[] = new Array<bigint>(keys.length);
     const keepPlace = this.options.waitTimeout > 0;
-    const order = this.keys.map((_, i) => i);
-    const awaited = this.awaited === undefined ? -1 : this.keys.indexOf(this.awaited);
-    if (awaited > 0) order.unshift(...order.splice(awaited, 1));
-    const taken: KeyPair[] = [];
+    const first = this.awaited === undefined ? -1 : keys.indexOf(this.awaited);
     let provisionalForMs: number | undefined;
-    for (const index of order) {
-      const key = this.keys[index]!;
+    for (let step = 0; step < keys.length; step++) {
+      const index = roundIndex(step, first);
+      const key = keys[index]!;
       let outcome: AcquireOutcome;
       try {
         outcome = await this.acquireOnce(key, keepPlace);
       } catch (error) {
-        await this.giveBack(taken);
+        await this.giveBack(this.takenBefore(step, first));
         throw error;
       }
       if (!outcome.acquired) {
-        await this.giveBack(taken);
+        await this.giveBack(this.takenBefore(step, first));
         this.awaited = key;
         return { busy: key, outcome };
       }
       // The place in line (if any) became the hold: giving the key back withdraws both.
-      this.queued.delete(key.stored);
-      taken.push(key);
+      this.queued?.delete(key.stored);
       tokens[index] = outcome.fencingToken;
       // Counted from its own call, which came after the round started: from the round start it is on the safe side.
       // A value that is not a number of ms ≥ 0 (NaN from a faulty backend) trusts the grant for nothing.
@@ -199,6 +223,13 @@ export class Acquisition {
       }
     }
     return { tokens, provisionalForMs };
+  }
+
+  /** The keys a round that began with key `first` took before its step `step`. */
+  private takenBefore(step: number, first: number): KeyPair[] {
+    const taken: KeyPair[] = [];
+    for (let s = 0; s < step; s++) taken.push(this.keys[roundIndex(s, first)]!);
+    return taken;
   }
 
   private acquireOnce(key: KeyPair, keepPlace: boolean): Promise<AcquireOutcome> {
@@ -235,7 +266,7 @@ export class Acquisition {
 
   /** The store may hold `key` for our owner: give it back if this acquisition ends (or has ended) without it. */
   private maybeTaken(key: KeyPair): void {
-    if (!this.settled) this.uncertain.set(key.stored, key);
+    if (!this.settled) (this.uncertain ??= new Map()).set(key.stored, key);
     else if (!this.lease) void this.giveBack([key]);
   }
 
@@ -244,9 +275,10 @@ export class Acquisition {
    * hold when it reaches the head of that line (a queueing store does not let it lapse), so it goes.
    */
   private async withdrawPlacesBut(busy: KeyPair, outcome: BusyOutcome): Promise<void> {
-    const stale = [...this.queued.values()].filter((k) => k.stored !== busy.stored);
-    for (const key of stale) this.queued.delete(key.stored);
-    if (outcome.queued) this.queued.set(busy.stored, busy);
+    const queued = (this.queued ??= new Map());
+    const stale = [...queued.values()].filter((k) => k.stored !== busy.stored);
+    for (const key of stale) queued.delete(key.stored);
+    if (outcome.queued) queued.set(busy.stored, busy);
     if (stale.length > 0) await this.giveBack(stale);
   }
 
@@ -299,12 +331,12 @@ export class Acquisition {
     });
   }
 
-  /** Wraps a grant in a lease, announces it, and hands it back at once if shutdown began meanwhile. */
-  private async newLease(
+  /** Wraps a grant in a lease and announces it. */
+  private newLease(
     { tokens, provisionalForMs }: { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined },
     roundStartedAt: number,
-  ): Promise<LockLease> {
-    this.queued.clear();
+  ): LockLease {
+    this.queued?.clear();
     const { backendName, host } = this.context;
     const now = this.context.clock.now();
     const lease = new LockLease({
@@ -323,19 +355,17 @@ export class Acquisition {
     });
     this.lease = lease;
     this.context.track(lease);
-    this.context.emit({
-      type: 'acquired',
-      keys: this.keys.map((k) => k.key),
-      backend: backendName,
-      at: now,
-      fencingTokens: tokens,
-      waitedMs: now - this.startedAt,
-    });
-    this.lossRelay.attach(lease);
-    if (this.cancelled || this.context.closed) {
-      await lease.release().catch(() => undefined);
-      throw this.cancelReason ?? new LockBackendError(backendName, messages.serviceClosed());
+    if (this.context.host.observed) {
+      this.context.emit({
+        type: 'acquired',
+        keys: this.keys.map((k) => k.key),
+        backend: backendName,
+        at: now,
+        fencingTokens: tokens,
+        waitedMs: now - this.startedAt,
+      });
     }
+    this.lossRelay.attach(lease);
     return lease;
   }
 
@@ -375,6 +405,13 @@ export class Acquisition {
     });
     return error;
   }
+}
+
+/** The index of the key a round asks for at `step`: the awaited key `first` (if any) first, then sorted order. */
+function roundIndex(step: number, first: number): number {
+  if (first <= 0) return step;
+  if (step === 0) return first;
+  return step <= first ? step - 1 : step;
 }
 
 function hint(round: RoundResult | undefined): number {

@@ -1,5 +1,5 @@
 import type { ConnectionChange } from '../backends/lock-backend';
-import type { Acquisition } from './acquisition';
+import type { Acquisition, AcquisitionTracker } from './acquisition';
 import type { LockClock } from './clock';
 import type { LockLease } from './lock-lease';
 import { messages } from './messages';
@@ -9,10 +9,12 @@ import { messages } from './messages';
  * give-backs they left running, and releases put off until minHold. It knows how to tell them of a store's
  * connection change, and how to let go of all of them safely at shutdown.
  */
-export class HeldLocks {
+export class HeldLocks implements AcquisitionTracker {
   private readonly leases = new Set<LockLease>();
-  /** Acquisitions in flight, with what settles when each is over (its late grants given back). */
-  private readonly acquisitions = new Map<Acquisition, Promise<unknown>>();
+  /** Acquisitions in flight. */
+  private readonly acquisitions = new Set<Acquisition>();
+  /** While shutdown waits for acquisitions in flight to end: what tells it one has. Made only then. */
+  private endWaiters: Map<Acquisition, () => void> | undefined;
   /** Give-backs of finished acquisitions still on their way to the store. */
   private readonly cleanups = new Set<Promise<void>>();
   /** Releases put off until minHold (session-bound stores), by what runs them now. */
@@ -37,19 +39,23 @@ export class HeldLocks {
   }
 
   /** Runs an acquisition, cancelling it at shutdown, and keeps its give-backs until they reach the store. */
-  async run(acquisition: Acquisition): Promise<LockLease> {
-    const running = acquisition.run();
-    this.acquisitions.set(
-      acquisition,
-      running.catch(() => undefined).then(() => acquisition.cleanup),
-    );
-    try {
-      return await running;
-    } finally {
-      this.acquisitions.delete(acquisition);
-      const cleanup = acquisition.cleanup.then(() => void this.cleanups.delete(cleanup));
-      this.cleanups.add(cleanup);
+  run(acquisition: Acquisition): Promise<LockLease> {
+    this.acquisitions.add(acquisition);
+    return acquisition.run(this);
+  }
+
+  /**
+   * @internal An acquisition is over: called by it once it is done with the store (a grant it could not hand
+   * over is released by then) and has started giving back what it left there, just before its run settles.
+   */
+  finished(acquisition: Acquisition): void {
+    this.acquisitions.delete(acquisition);
+    const { cleanup } = acquisition;
+    if (cleanup) {
+      const tracked = cleanup.then(() => void this.cleanups.delete(tracked));
+      this.cleanups.add(tracked);
     }
+    this.endWaiters?.get(acquisition)?.();
   }
 
   /** Runs `release` after `ms`, or at shutdown if that comes first; once either way. */
@@ -71,7 +77,7 @@ export class HeldLocks {
    * their onSuspended policy or are lost. Returns the leases it concerned.
    */
   connectionChanged(names: readonly string[], change: ConnectionChange): LockLease[] {
-    for (const [acquisition] of this.acquisitions) {
+    for (const acquisition of this.acquisitions) {
       if (names.includes(acquisition.backendName)) acquisition.connectionChanged(change);
     }
     const affected = [...this.leases].filter((lease) => names.includes(lease.backendName));
@@ -90,14 +96,16 @@ export class HeldLocks {
    */
   async letGoOfAll(cancelReason: unknown, shutdownTimeout: number): Promise<void> {
     const acquisitions = [...this.acquisitions];
-    for (const [acquisition] of acquisitions) acquisition.cancel(cancelReason);
+    const waiters = (this.endWaiters ??= new Map());
+    const ended = acquisitions.map((acquisition) => new Promise<void>((resolve) => waiters.set(acquisition, resolve)));
+    for (const acquisition of acquisitions) acquisition.cancel(cancelReason);
     for (const lease of this.leases) lease.stopForShutdown();
     await this.workToEnd(shutdownTimeout);
     const overdue = [...this.leases];
     for (const lease of overdue) lease.lose(messages.lostShutdownTimeout(lease.keys[0]!.key, shutdownTimeout));
     await Promise.allSettled(overdue.map((lease) => lease.release()));
-    // A grant that lands meanwhile is given back by its acquisition before it settles.
-    await Promise.allSettled(acquisitions.map(([, settled]) => settled));
+    // A grant that lands meanwhile is given back by its acquisition before it ends; its give-backs join cleanups.
+    await Promise.all(ended);
     await Promise.allSettled([...this.cleanups]);
     // Nobody will be here when put-off releases fall due: they happen now.
     await Promise.allSettled([...this.deferredReleases].map((release) => release()));

@@ -10,6 +10,8 @@ import type { ResolvedLockOptions } from './options';
 /** What a lease needs from the service that granted it. */
 export interface LeaseHost {
   readonly clock: LockClock;
+  /** Whether anyone listens to events$: an event nobody receives is not worth building. */
+  readonly observed: boolean;
   emit(event: LockEvent): void;
   /** The lease no longer needs releasing at shutdown. */
   forget(lease: LockLease): void;
@@ -74,14 +76,14 @@ export class LockLease {
   /** Set when shutdown told the work to stop: the signal aborts with it, and nobody may borrow the lease. */
   private stopReason: LockLostError | undefined;
   /** Callbacks run at the moment of loss (onLost functions, Observable teardown). */
-  private readonly lossListeners = new Set<(error: LockLostError) => void>();
+  private lossListeners: Set<(error: LockLostError) => void> | undefined;
   /** Reentrant work running under this lease (using/@Locked in the same chain): release waits for it. */
   private scopedBorrowers = 0;
   private borrowersDone: (() => void) | undefined;
   /** Handles borrowed with acquire() in the chain and not released yet: their signal aborts at release. */
   private looseBorrowers = 0;
   /** Extensions sent and not answered, by sequence: a reply must not outlive what a later one may have set. */
-  private readonly extensions = new Map<number, { readonly bound: number; readonly done: Promise<unknown> }>();
+  private extensions: Map<number, { readonly bound: number; readonly done: Promise<unknown> }> | undefined;
   private extensionSeq = 0;
   private appliedExtension = 0;
 
@@ -144,8 +146,9 @@ export class LockLease {
   }
 
   onLoss(listener: (error: LockLostError) => void): () => void {
-    this.lossListeners.add(listener);
-    return () => this.lossListeners.delete(listener);
+    const listeners = (this.lossListeners ??= new Set());
+    listeners.add(listener);
+    return () => listeners.delete(listener);
   }
 
   /**
@@ -181,36 +184,34 @@ export class LockLease {
       this.ttlValidUntil = bound;
       this.armValidityTimer();
     }
-    const answering = this.settleAll(
-      'extend',
-      this.keys.map((k) =>
-        this.host.callStore(this.backendName, 'extend a lock', (call) =>
-          this.backend.extend({ key: k.stored, owner: this.owner }, ttl, call),
-        ),
-      ),
+    const answering = this.onEveryKey('extend', 'extend a lock', (key, call) =>
+      this.backend.extend({ key: key.stored, owner: this.owner }, ttl, call),
     );
-    this.extensions.set(seq, { bound, done: answering.catch(() => undefined) });
-    let answers: boolean[];
+    const extensions = (this.extensions ??= new Map());
+    extensions.set(seq, { bound, done: answering.catch(() => undefined) });
+    let allOurs: boolean;
     try {
-      answers = await answering;
+      allOurs = await answering;
     } finally {
-      this.extensions.delete(seq);
+      extensions.delete(seq);
     }
     this.assertExtendable();
-    if (!answers.every(Boolean)) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
+    if (!allOurs) throw this.lose(messages.lostExtendRejected(this.keys[0]!.key));
     // The watchdog extends by the ttl it read when it started, so only an explicit extension sets a new one.
     if (!automatic) this.ttl = ttl;
     // A reply to an older extension says nothing about what a newer one (answered or not) set.
     if (this.expiring && seq > this.appliedExtension) {
       this.appliedExtension = seq;
       let trusted = bound;
-      for (const [other, pending] of this.extensions) if (other > seq) trusted = Math.min(trusted, pending.bound);
+      for (const [other, pending] of extensions) if (other > seq) trusted = Math.min(trusted, pending.bound);
       this.ttlValidUntil = trusted;
       this.armValidityTimer();
     }
     // An explicit extension changes the cadence: the next automatic one comes a third of the new ttl later.
     if (!automatic && this.autoExtend && this.state === 'held') this.armWatchdog();
-    this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+    if (this.host.observed) {
+      this.host.emit({ type: 'extended', ...this.eventBase(this.host.clock.now()), ttl, automatic });
+    }
   }
 
   /** Shutdown: tell the work to stop (the signal aborts) and let nobody borrow the lease any more. */
@@ -262,9 +263,11 @@ export class LockLease {
     this.lostError = error;
     this.host.forget(this);
     this.controller?.abort(error);
-    const now = this.host.clock.now();
-    this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
-    for (const listener of this.lossListeners) {
+    if (this.host.observed) {
+      const now = this.host.clock.now();
+      this.host.emit({ type: 'lost', ...this.eventBase(now), heldMs: now - this.acquiredAt, error });
+    }
+    for (const listener of this.lossListeners ?? []) {
       try {
         listener(error);
       } catch {
@@ -279,6 +282,9 @@ export class LockLease {
   }
 
   private async releaseInStore(): Promise<void> {
+    // Always yields first, even with no borrower to wait for: `releasing` must be set before anything below
+    // can run user code (the signal's abort listeners), or a listener calling release() or extend() would not
+    // see the release under way.
     await this.borrowersToFinish();
     const wasHeld = this.state === 'held';
     if (wasHeld && this.looseBorrowers > 0) {
@@ -300,7 +306,7 @@ export class LockLease {
       if (this.state === 'held') this.state = 'released';
       this.host.forget(this);
     }
-    if (wasHeld) this.host.emit({ type: 'released', ...this.eventBase(releasedAt), heldMs });
+    if (wasHeld && this.host.observed) this.host.emit({ type: 'released', ...this.eventBase(releasedAt), heldMs });
   }
 
   /**
@@ -311,45 +317,58 @@ export class LockLease {
     if (this.expiring) {
       // An extension still on its way would land after this one and stretch minHold to a whole ttl. (A delete
       // needs no such wait: an extension arriving after it finds no key of ours.)
-      await Promise.all([...this.extensions.values()].map((e) => e.done));
-      const stillOurs = await this.settleAll(
-        'release',
-        this.keys.map((k) =>
-          this.host.callStore(this.backendName, 'release a lock', (call) =>
-            this.backend.extend({ key: k.stored, owner: this.owner }, keepFor, call),
-          ),
-        ),
+      if (this.extensions?.size) await Promise.all([...this.extensions.values()].map((e) => e.done));
+      const stillOurs = await this.onEveryKey('release', 'release a lock', (key, call) =>
+        this.backend.extend({ key: key.stored, owner: this.owner }, keepFor, call),
       );
-      if (stillOurs.some((ours) => !ours)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
+      if (!stillOurs) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
       return;
     }
     this.host.deferRelease(() => this.deleteInStore(false), keepFor);
   }
 
   private async deleteInStore(wasHeld: boolean): Promise<void> {
-    const results = await this.settleAll(
+    const allHeld = await this.onEveryKey(
       'release',
-      [...this.keys]
-        .reverse()
-        .map((k) =>
-          this.host.callStore(this.backendName, 'release a lock', (call) =>
-            this.backend.release({ key: k.stored, owner: this.owner }, call),
-          ),
-        ),
+      'release a lock',
+      (key, call) => this.backend.release({ key: key.stored, owner: this.owner }, call),
+      true,
     );
-    if (wasHeld && results.some((held) => !held)) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
+    if (wasHeld && !allHeld) this.lose(messages.lostReleaseRejected(this.keys[0]!.key));
   }
 
-  /** Waits for every store call, so one failing key does not leave the others held; then reports failures. */
-  private async settleAll(operation: 'release' | 'extend', calls: Promise<boolean>[]): Promise<boolean[]> {
-    const settled = await Promise.allSettled(calls);
-    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failure) {
-      const error = failure.reason as LockError;
-      this.host.emit({ type: 'failed', ...this.eventBase(this.host.clock.now()), operation, waitedMs: 0, error });
-      throw error;
+  /**
+   * One store call per key (in reverse order if asked), all at once. Waits for every one, so one failing key
+   * does not leave the others held; then reports the first failure. Resolves whether every key answered true.
+   */
+  private async onEveryKey(
+    operation: 'release' | 'extend',
+    description: string,
+    call: (key: KeyPair, control: StoreCall) => Promise<boolean>,
+    reverse = false,
+  ): Promise<boolean> {
+    const keys = this.keys;
+    const ask = (key: KeyPair): Promise<boolean> =>
+      this.host.callStore(this.backendName, description, (control) => call(key, control));
+    if (keys.length === 1) {
+      // One call needs no allSettled: its own answer or failure is the result.
+      try {
+        return await ask(keys[0]!);
+      } catch (error) {
+        throw this.storeFailed(operation, error);
+      }
     }
-    return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);
+    const settled = await Promise.allSettled((reverse ? [...keys].reverse() : keys).map(ask));
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure) throw this.storeFailed(operation, failure.reason);
+    return settled.every((s) => (s as PromiseFulfilledResult<boolean>).value);
+  }
+
+  /** Reports a store failure of a release or extension; returns it, to be thrown. */
+  private storeFailed(operation: 'release' | 'extend', reason: unknown): LockError {
+    const error = reason as LockError;
+    this.host.emit({ type: 'failed', ...this.eventBase(this.host.clock.now()), operation, waitedMs: 0, error });
+    return error;
   }
 
   private armValidityTimer(): void {

@@ -1,6 +1,6 @@
 import { Observable, Subject } from 'rxjs';
 import type { ConnectionChange, LockBackend, StoreCall } from '../backends/lock-backend';
-import { Acquisition } from './acquisition';
+import { Acquisition, type AcquisitionContext } from './acquisition';
 import { HeldLocks } from './held-locks';
 import { HeldUntil } from './held-until';
 import { BackendRegistry, type LockBackendProvider } from './backend-registry';
@@ -95,6 +95,7 @@ export class LockService {
   private readonly events = new Subject<LockEvent>();
   private readonly held: HeldLocks;
   private readonly host: LeaseHost;
+  private readonly contexts = new Map<string, AcquisitionContext>();
   private ready: Promise<void> | undefined;
   private initialised = false;
   private closed: Promise<void> | undefined;
@@ -122,8 +123,12 @@ export class LockService {
     this.registry = new BackendRegistry(config.backends, this.defaults.backend);
     this.events$ = this.events.asObservable();
     this.held = new HeldLocks(this.clock);
+    const events = this.events;
     this.host = {
       clock: this.clock,
+      get observed() {
+        return events.observed;
+      },
       emit: (event) => this.events.next(event),
       forget: (lease) => this.held.forget(lease),
       deferRelease: (release, ms) => this.held.deferRelease(release, ms),
@@ -354,20 +359,24 @@ export class LockService {
       signal?.throwIfAborted();
       if (this.closed) throw new LockBackendError(options.backend, messages.serviceClosed());
     }
-    const backend = this.backendNamed(options.backend);
-    const storeScope = this.registry.scopeOf(options.backend);
-    const borrowed = new Set<LockLease>();
-    const missing: KeyPair[] = [];
-    for (const key of keys) {
-      const lease = options.reentrant ? borrowableInScope(storeScope, key) : undefined;
-      if (lease) borrowed.add(lease);
-      else missing.push(key);
+    const context = this.contextOf(options.backend);
+    // Most calls borrow nothing: the set and the list of missing keys are made only when one does.
+    let borrowed: Set<LockLease> | undefined;
+    let missing: KeyPair[] | undefined;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const lease = options.reentrant ? borrowableInScope(context.storeScope, key) : undefined;
+      if (lease) {
+        borrowed ??= new Set();
+        borrowed.add(lease);
+        missing ??= keys.slice(0, i);
+      } else {
+        missing?.push(key);
+      }
     }
-    const owned =
-      missing.length > 0
-        ? await this.acquireFresh(backend, storeScope, missing, options, autoExtend, signal)
-        : undefined;
-    return new LockHandle(keys, [...borrowed], owned, scoped);
+    const wanted = missing ?? keys;
+    const owned = wanted.length > 0 ? await this.acquireFresh(context, wanted, options, autoExtend, signal) : undefined;
+    return new LockHandle(keys, borrowed ? [...borrowed] : [], owned, scoped);
   }
 
   /** @internal Releases after the work ended; a store error is already reported as a 'failed' event. */
@@ -379,41 +388,45 @@ export class LockService {
     }
   }
 
-  private async acquireFresh(
-    backend: LockBackend,
-    storeScope: string,
+  private acquireFresh(
+    context: AcquisitionContext,
     keys: readonly KeyPair[],
     options: ResolvedLockOptions,
     autoExtend: boolean,
     signal: AbortSignal | undefined,
   ): Promise<LockLease> {
+    const acquisition = new Acquisition(context, keys, options, autoExtend);
+    if (!signal) return this.held.run(acquisition);
+    const cancel = (): void => acquisition.cancel(signal.reason);
+    signal.addEventListener('abort', cancel, { once: true });
+    if (signal.aborted) cancel();
+    const stopListening = (): void => signal.removeEventListener('abort', cancel);
+    const running = this.held.run(acquisition);
+    running.then(stopListening, stopListening);
+    return running;
+  }
+
+  /** What an acquisition on `name` needs from this service: made once per backend, not per call. */
+  private contextOf(name: string): AcquisitionContext {
+    const backend = this.backendNamed(name);
+    const known = this.contexts.get(name);
+    if (known?.backend === backend) return known;
     const isClosed = (): boolean => this.closed !== undefined;
-    const acquisition = new Acquisition(
-      {
-        backendName: options.backend,
-        storeScope,
-        backend,
-        clock: this.clock,
-        operationTimeout: this.operationTimeout,
-        host: this.host,
-        emit: (event) => this.events.next(event),
-        track: (lease) => this.held.track(lease),
-        get closed() {
-          return isClosed();
-        },
+    const context: AcquisitionContext = {
+      backendName: name,
+      storeScope: this.registry.scopeOf(name),
+      backend,
+      clock: this.clock,
+      operationTimeout: this.operationTimeout,
+      host: this.host,
+      emit: (event) => this.events.next(event),
+      track: (lease) => this.held.track(lease),
+      get closed() {
+        return isClosed();
       },
-      keys,
-      options,
-      autoExtend,
-    );
-    const cancel = (): void => acquisition.cancel(signal!.reason);
-    signal?.addEventListener('abort', cancel, { once: true });
-    if (signal?.aborted) cancel();
-    try {
-      return await this.held.run(acquisition);
-    } finally {
-      signal?.removeEventListener('abort', cancel);
-    }
+    };
+    this.contexts.set(name, context);
+    return context;
   }
 
   private callStore<T>(backend: string, operation: string, start: (call: StoreCall) => Promise<T>): Promise<T> {

@@ -178,6 +178,24 @@ describe('holding a lock', () => {
     await expect(lock.release()).rejects.toMatchObject({ code: 'LOCK_BACKEND' });
     expect(events.at(-1)).toMatchObject({ type: 'failed', operation: 'release' });
   });
+
+  it('releases every key of a multi-key lock, last first, even when one fails; reports the failure once', async () => {
+    let backend!: BendableBackend;
+    const { locks, memory, events } = memoryFixture({}, (inner) => (backend = new BendableBackend(inner)));
+    const lock = await locks.acquire(['a', 'b', 'c']);
+    const asked: string[] = [];
+    const release = backend.release;
+    backend.release = (lease, call) => {
+      asked.push(lease.key);
+      return lease.key === 'b' ? Promise.reject(new Error('down')) : release(lease, call);
+    };
+    await expect(lock.release()).rejects.toMatchObject({ code: 'LOCK_BACKEND' });
+    expect(asked).toEqual(['c', 'b', 'a']);
+    expect(await memory.isLocked('a')).toBe(false);
+    expect(await memory.isLocked('c')).toBe(false);
+    expect(events.filter((e) => e.type === 'failed')).toMatchObject([{ operation: 'release', keys: ['a', 'b', 'c'] }]);
+    expect(events.some((e) => e.type === 'released')).toBe(false);
+  });
 });
 
 describe('losses only the store can see (a session ended, a connection dropped)', () => {

@@ -138,6 +138,23 @@ describe('using()', () => {
       expect(forgotten.isHeld).toBe(false);
     });
 
+    it('a signal listener that runs as the scope releases (a forgotten nested handle) finds it released', async () => {
+      let backend!: BendableBackend;
+      const { locks, events } = memoryFixture({}, (memory) => (backend = new BendableBackend(memory)));
+      let extended: unknown;
+      await locks.using('k', async (outer) => {
+        const forgotten = await locks.acquire('k');
+        forgotten.signal.addEventListener('abort', () => {
+          void outer.release();
+          extended = outer.extend().catch((error: unknown) => error);
+        });
+      });
+      expect(await extended).toMatchObject({ code: 'LOCK_LOST' });
+      expect(backend.calls.filter((call) => call === 'release')).toHaveLength(1);
+      expect(backend.calls).not.toContain('extend');
+      expect(events.filter((e) => e.type === 'released')).toHaveLength(1);
+    });
+
     it('takes only the keys not yet held when a scope asks for more', async () => {
       const { locks, memory } = memoryFixture();
       await locks.using('a', async (outer) => {
@@ -147,6 +164,21 @@ describe('using()', () => {
         });
         expect(await memory.isLocked('b')).toBe(false);
         expect(await memory.isLocked('a')).toBe(true);
+      });
+    });
+
+    it('takes the keys around a held one in the middle, and gives back only those', async () => {
+      const { locks, memory } = memoryFixture();
+      await locks.using('b', async (outer) => {
+        await locks.using(['c', 'b', 'a'], async (inner) => {
+          expect(inner.keys).toEqual(['a', 'b', 'c']);
+          expect(inner.fencingTokenFor('b')).toBe(outer.fencingToken);
+          expect(await memory.isLocked('a')).toBe(true);
+          expect(await memory.isLocked('c')).toBe(true);
+        });
+        expect(await memory.isLocked('a')).toBe(false);
+        expect(await memory.isLocked('c')).toBe(false);
+        expect(await memory.isLocked('b')).toBe(true);
       });
     });
 

@@ -88,6 +88,36 @@ describe('waiting for a busy key', () => {
     expect(backend.calls).toContain('release');
   });
 
+  it('asks first for the key the last round found busy, then the others in sorted order', async () => {
+    let backend!: BendableBackend;
+    const { locks, clock, peer } = memoryFixture({}, (memory) => (backend = new BendableBackend(memory)));
+    const asked: string[] = [];
+    const given: string[] = [];
+    const acquire = backend.acquire;
+    const release = backend.release;
+    backend.acquire = (request) => (asked.push(request.key), acquire(request));
+    backend.release = (lease, call) => (given.push(lease.key), release(lease, call));
+    const holdB = await peer().acquire('b', { ttl: 1_000 });
+    asked.length = 0;
+    given.length = 0;
+    const waiting = locks.acquire(['c', 'a', 'b'], { waitTimeout: 5_000 });
+    await settle(clock);
+    // Round one stops at 'b' and gives back 'a', which it took on the way.
+    expect(asked).toEqual(['a', 'b']);
+    expect(given).toEqual(['a']);
+    await clock.advance(1_000);
+    const lock = await waiting;
+    // Every later round begins with 'b' (a round that finds it still busy touches nothing else); the last
+    // one takes the rest in sorted order.
+    expect(asked.slice(0, 2)).toEqual(['a', 'b']);
+    expect(asked.slice(2, -2).every((key) => key === 'b')).toBe(true);
+    expect(asked.slice(-3)).toEqual(['b', 'a', 'c']);
+    expect(given).toEqual(['a']);
+    expect(lock.keys).toEqual(['a', 'b', 'c']);
+    expect(lock.fencingTokenFor('b')).toBeGreaterThan(holdB.fencingToken);
+    await lock.release();
+  });
+
   it('rejects at once for an already aborted signal, asking the store nothing', async () => {
     const { locks, memory } = memoryFixture();
     const controller = new AbortController();
