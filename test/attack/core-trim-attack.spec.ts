@@ -4,6 +4,7 @@ import { config as rxjsConfig, defer, NEVER, Observable } from 'rxjs';
 import {
   type AcquireOutcome,
   type AcquireRequest,
+  type ConnectionChange,
   DistributedLockModule,
   type LeaseRef,
   Locked,
@@ -55,6 +56,18 @@ class StoreClient implements LockBackend {
     this.call('isLocked', key, () => this.server.isLocked(key, call));
   waitForRelease = (wait: WaitForRelease): Promise<void> =>
     this.call('waitForRelease', wait.key, () => this.server.waitForRelease(wait));
+
+  private readonly connectionListeners = new Set<(change: ConnectionChange) => void>();
+
+  watchConnection(listener: (change: ConnectionChange) => void): () => void {
+    this.connectionListeners.add(listener);
+    return () => this.connectionListeners.delete(listener);
+  }
+
+  /** The connection changed (a session lost, say): tells the core as a real client would. */
+  connection(change: ConnectionChange): void {
+    for (const listener of [...this.connectionListeners]) listener(change);
+  }
 
   async close(): Promise<void> {
     this.inFlightAtClose ??= [...this.inFlight];
@@ -412,6 +425,40 @@ describe('attack (core trim): releases', () => {
 });
 
 describe('attack (core trim): scoped work', () => {
+  it('a lost connection while the release waits for reentrant work still running aborts that work', async () => {
+    const clock = new ManualClock();
+    const client = new StoreClient(new MemoryLockBackend({ clock }), { expiring: false, sessionBound: true });
+    const locks = new LockService({ backends: { default: client }, clock });
+    await locks.init();
+    const innerStarted = deferred();
+    let innerSignal: AbortSignal | undefined;
+    let detached: Promise<unknown> | undefined;
+    let outer: Promise<unknown> = locks.using('k', () => {
+      // Reentrant work the scope does not await: the release waits for it, and the key is its until it ends.
+      detached = locks
+        .using('k', async (inner) => {
+          innerSignal = inner.signal;
+          innerStarted.resolve();
+          await new Promise<void>((resolve) => {
+            inner.signal.addEventListener('abort', () => resolve());
+            clock.setTimeout(resolve, 10_000);
+          });
+        })
+        .catch((error: unknown) => error);
+    });
+    outer = outer.catch((error: unknown) => error);
+    await innerStarted.promise;
+    await settle(clock); // the outer scope has returned: its release waits for the inner work
+    // The session ends while the inner work still runs under the lock: the store no longer holds the key for it.
+    client.connection({ state: 'lost', reason: 'session expired' });
+    await settle(clock);
+    const aborted = innerSignal!.aborted;
+    await clock.advance(10_000);
+    await detached;
+    await outer;
+    expect(aborted).toBe(true);
+  });
+
   it('using() with a fn that throws synchronously: rejects with it, releases, reports no loss', async () => {
     const clock = new ManualClock();
     const memory = new MemoryLockBackend({ clock });
