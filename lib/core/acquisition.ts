@@ -432,7 +432,8 @@ class LossRelay {
   private early: string | undefined;
 
   readonly report = (reason: string): void => {
-    if (this.lease) this.lease.lose(messages.lostByBackend(this.lease.keys[0]!.key, reason));
+    // Like a lost connection: no loss once the lease is being let go and its work has ended.
+    if (this.lease) this.lease.loseConnection(messages.lostByBackend(this.lease.keys[0]!.key, reason));
     else this.early ??= reason;
   };
 
