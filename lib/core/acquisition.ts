@@ -35,6 +35,8 @@ export interface AcquisitionContext {
 /** Who keeps the acquisitions in flight: told when one is over, its `cleanup` set. */
 export interface AcquisitionTracker {
   finished(acquisition: Acquisition): void;
+  /** A give-back started after the acquisition was over (a late grant): shutdown waits for it too. */
+  givingBack(giveBack: Promise<void>): void;
 }
 
 type RoundResult =
@@ -80,6 +82,7 @@ export class Acquisition {
   private uncertain: Map<string, KeyPair> | undefined;
   private lease: LockLease | undefined;
   private settled = false;
+  private tracker: AcquisitionTracker | undefined;
   /**
    * Settles once what the acquisition left in the store (places in line, uncertain grants) is given back;
    * undefined while it runs and when it left nothing.
@@ -123,6 +126,7 @@ export class Acquisition {
   async run(tracker: AcquisitionTracker): Promise<LockLease> {
     let busy: { key: KeyPair; outcome: BusyOutcome } | undefined;
     let lastError: LockError | undefined;
+    this.tracker = tracker;
     // A hung store call's timer is unref'd like every lock-clock timer: hold the process while we run.
     const letGo = holdProcess();
     try {
@@ -267,7 +271,7 @@ export class Acquisition {
   /** The store may hold `key` for our owner: give it back if this acquisition ends (or has ended) without it. */
   private maybeTaken(key: KeyPair): void {
     if (!this.settled) (this.uncertain ??= new Map()).set(key.stored, key);
-    else if (!this.lease) void this.giveBack([key]);
+    else if (!this.lease) this.tracker?.givingBack(this.giveBack([key]));
   }
 
   /**
@@ -428,7 +432,8 @@ class LossRelay {
   private early: string | undefined;
 
   readonly report = (reason: string): void => {
-    if (this.lease) this.lease.lose(messages.lostByBackend(this.lease.keys[0]!.key, reason));
+    // Like a lost connection: no loss once the lease is being let go and its work has ended.
+    if (this.lease) this.lease.loseConnection(messages.lostByBackend(this.lease.keys[0]!.key, reason));
     else this.early ??= reason;
   };
 

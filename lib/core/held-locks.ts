@@ -51,11 +51,14 @@ export class HeldLocks implements AcquisitionTracker {
   finished(acquisition: Acquisition): void {
     this.acquisitions.delete(acquisition);
     const { cleanup } = acquisition;
-    if (cleanup) {
-      const tracked = cleanup.then(() => void this.cleanups.delete(tracked));
-      this.cleanups.add(tracked);
-    }
+    if (cleanup) this.givingBack(cleanup);
     this.endWaiters?.get(acquisition)?.();
+  }
+
+  /** @internal Keeps a give-back until it reaches the store: shutdown closes no backend before. */
+  givingBack(giveBack: Promise<void>): void {
+    const tracked = giveBack.then(() => void this.cleanups.delete(tracked));
+    this.cleanups.add(tracked);
   }
 
   /** Runs `release` after `ms`, or at shutdown if that comes first; once either way. */

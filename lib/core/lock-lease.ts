@@ -72,6 +72,8 @@ export class LockLease {
   private validityTimer: ClockTimer | undefined;
   private watchdogTimer: ClockTimer | undefined;
   private releasing: Promise<void> | undefined;
+  /** The release got past the reentrant work still running under the lease: nothing is left to protect. */
+  private workEnded = false;
   private lostError: LockLostError | undefined;
   /** Set when shutdown told the work to stop: the signal aborts with it, and nobody may borrow the lease. */
   private stopReason: LockLostError | undefined;
@@ -249,9 +251,12 @@ export class LockLease {
     }
   }
 
-  /** The store ended the session or the connection: lost, unless the lease is already being let go. */
+  /**
+   * The store ended the session or the connection: lost, unless the lease is being let go and the reentrant
+   * work under it has ended (while the release waits for that work, the work must learn of the loss).
+   */
   loseConnection(reason: string): void {
-    if (!this.releasing) this.lose(reason);
+    if (!this.workEnded) this.lose(reason);
   }
 
   /** Marks the lease lost (once): aborts the signal, tells listeners and observers. Returns the error. */
@@ -286,6 +291,7 @@ export class LockLease {
     // can run user code (the signal's abort listeners), or a listener calling release() or extend() would not
     // see the release under way.
     await this.borrowersToFinish();
+    this.workEnded = true;
     const wasHeld = this.state === 'held';
     if (wasHeld && this.looseBorrowers > 0) {
       // Handles borrowed with acquire() and never released: their holders learn it from the signal.

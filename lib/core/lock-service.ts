@@ -99,6 +99,8 @@ export class LockService {
   private ready: Promise<void> | undefined;
   private initialised = false;
   private closed: Promise<void> | undefined;
+  /** Set as close() begins, before any of the shutdown runs (an abort listener it triggers may call us). */
+  private closing = false;
 
   /**
    * Validates the whole configuration at once: a bad option fails here, at bootstrap, not on first use.
@@ -143,7 +145,7 @@ export class LockService {
    * again by the next call.
    */
   init(): Promise<void> {
-    if (this.closed) return Promise.reject(new LockBackendError(this.defaults.backend, messages.serviceClosed()));
+    if (this.closing) return Promise.reject(new LockBackendError(this.defaults.backend, messages.serviceClosed()));
     this.ready ??= this.registry
       .init(this.clock, this.operationTimeout, (names, change) => this.onConnection(names, change))
       .then(
@@ -209,7 +211,7 @@ export class LockService {
   async isLocked(key: string, options?: { readonly backend?: string }): Promise<boolean> {
     const [pair] = this.normaliseKeys(key);
     const name = options?.backend ?? this.defaults.backend;
-    if (this.closed) throw new LockBackendError(name, messages.serviceClosed());
+    if (this.closing) throw new LockBackendError(name, messages.serviceClosed());
     if (!this.initialised) await this.init();
     const backend = this.backendNamed(name);
     return this.callStore(name, 'read a lock', (call) => backend.isLocked(pair!.stored, call));
@@ -217,7 +219,7 @@ export class LockService {
 
   /** Asks every registered backend whether its store answers now (for health checks). Never throws. */
   async health(): Promise<BackendHealth[]> {
-    if (this.closed) {
+    if (this.closing) {
       const error = new LockBackendError(this.defaults.backend, messages.serviceClosed());
       return this.registry.names.map((name) => ({ backend: name, kind: 'closed', up: false, error }));
     }
@@ -273,7 +275,10 @@ export class LockService {
    * from factories (instances passed in stay open for their owner). Idempotent.
    */
   close(): Promise<void> {
-    this.closed ??= this.shutdown();
+    if (!this.closed) {
+      this.closing = true;
+      this.closed = this.shutdown();
+    }
     return this.closed;
   }
 
@@ -352,12 +357,12 @@ export class LockService {
     signal: AbortSignal | undefined,
     scoped: boolean,
   ): Promise<LockHandle> {
-    if (this.closed) throw new LockBackendError(options.backend, messages.serviceClosed());
+    if (this.closing) throw new LockBackendError(options.backend, messages.serviceClosed());
     signal?.throwIfAborted();
     if (!this.initialised) {
       await this.init();
       signal?.throwIfAborted();
-      if (this.closed) throw new LockBackendError(options.backend, messages.serviceClosed());
+      if (this.closing) throw new LockBackendError(options.backend, messages.serviceClosed());
     }
     const context = this.contextOf(options.backend);
     // Most calls borrow nothing: the set and the list of missing keys are made only when one does.
@@ -411,7 +416,7 @@ export class LockService {
     const backend = this.backendNamed(name);
     const known = this.contexts.get(name);
     if (known?.backend === backend) return known;
-    const isClosed = (): boolean => this.closed !== undefined;
+    const isClosed = (): boolean => this.closing;
     const context: AcquisitionContext = {
       backendName: name,
       storeScope: this.registry.scopeOf(name),
