@@ -112,25 +112,34 @@ describe('Redlock on 1 node: keys handed straight to the first waiter', () => {
     const admin = client(port!);
     cleanup.push(() => admin.quit());
     const key = `handed-late:${randomUUID()}`;
-    const holder = app();
+    const names = lockKeyNames(key, false);
     const waiter = app();
-    await Promise.all([holder.locks.init(), waiter.locks.init()]);
-    const held = await holder.locks.acquire(key, { ttl: TTL });
+    await waiter.locks.init();
+    // Held by an owner outside this process's LockServices, released by a script call sent just before this
+    // process blocks: nothing in it can hear of the hand-over until the block is over.
+    const holder = randomUUID().replace(/-/g, '');
+    const [, heldToken] = (await admin.eval(
+      scripts.acquire.source,
+      4,
+      ...names.keys,
+      ...[holder, TTL, '0', String(Date.now() * 1000), 60_000, HANDOFF, names.channel, '', '0'],
+    )) as [number, number];
     const waiting = waiter.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
-    await waitUntil('the waiter is in line', async () => (await admin.zcard(lockKeyNames(key, false).keys[2])) === 1);
+    await waitUntil('the waiter is in line', async () => (await admin.zcard(names.keys[2])) === 1);
     const before = waiter.sent.filter((name) => name === 'acquire').length;
-    await held.release();
+    const released = admin.eval(scripts.release.source, 4, ...names.keys, holder, '', '0', HANDOFF, names.channel);
     // Nothing in this process runs meanwhile: the hand-over lapses in Redis before the waiter hears of it.
     const blockedUntil = Date.now() + HANDOFF * 2.5;
     while (Date.now() < blockedUntil) {
       // busy
     }
+    expect(await released).toBe(1);
     const lock = await waiting;
     // It asked Redis (the script found the key free again and gave it the lock for its full ttl).
     expect(waiter.sent.filter((name) => name === 'acquire').length).toBeGreaterThan(before);
     expect(lock.isHeld).toBe(true);
     expect(await admin.pttl(key)).toBeGreaterThan(HANDOFF * 5);
-    expect(lock.fencingToken).toBeGreaterThan(held.fencingToken);
+    expect(lock.fencingToken).toBeGreaterThan(BigInt(heldToken));
     await lock.release();
   });
 
@@ -196,4 +205,47 @@ describe('Redlock on 1 node: keys handed straight to the first waiter', () => {
     expect(count('extend')).toBeGreaterThan(locks * 0.8);
     expect(count('release')).toBe(locks);
   }, 30_000);
+
+  it('a key handed over before the first wait on it has subscribed its channel still counts: no attempt of its own', async () => {
+    const admin = client(port!);
+    cleanup.push(() => admin.quit());
+    const key = `handed-early:${randomUUID()}`;
+    const holder = app();
+    const waiter = app();
+    const backend = new RedlockBackend({ clients: [waiter.redis], handoffTimeout: 5_000 });
+    cleanup.push(() => backend.close());
+    await Promise.all([holder.locks.init(), backend.init()]);
+    // The backend's wake-up connection, with its own channel (where its waiters are told their turn) subscribed.
+    const hub = (backend as unknown as { hubs: { own: string; ownSeq: number }[] }).hubs[0]!;
+    await waitUntil('the own channel is subscribed', async () => {
+      const [, listeners] = (await admin.pubsub('NUMSUB', hub.own)) as [string, number];
+      return listeners === 1;
+    });
+    const held = await holder.locks.acquire(key, { ttl: TTL });
+    const owner = randomUUID().replace(/-/g, '');
+    const call = {
+      key,
+      owner,
+      ttl: TTL,
+      keepPlace: true,
+      onLost: () => undefined,
+      signal: new AbortController().signal,
+    };
+    expect(await backend.acquire(call)).toMatchObject({ acquired: false, queued: true });
+    // Released and handed to the waiter before its first wait on the key began (so before the key's channel was
+    // subscribed): the announcement reaches only the own channel, ahead of any listener for the key.
+    const told = hub.ownSeq;
+    await held.release();
+    expect(await admin.get(key)).toBe(owner);
+    await waitUntil("the waiter's process heard of it", async () => hub.ownSeq > told);
+    const attempts = waiter.sent.filter((name) => name === 'acquire').length;
+    await backend.waitForRelease({ key, owner, timeoutMs: 5_000, signal: new AbortController().signal });
+    const outcome = await backend.acquire(call);
+    expect(outcome).toMatchObject({ acquired: true });
+    // Taken from the hand-over, not by asking Redis again.
+    expect(outcome.acquired && outcome.provisionalForMs).toBeGreaterThan(0);
+    expect(waiter.sent.filter((name) => name === 'acquire').length).toBe(attempts);
+    await backend.release({ key, owner }, call);
+    expect(await admin.exists(key)).toBe(0);
+  });
 });

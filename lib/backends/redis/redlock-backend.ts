@@ -324,7 +324,15 @@ export class RedlockBackend implements LockBackend {
       for (let i = 0; i < this.hubs.length; i++) {
         const mark = waiting?.marks?.[i];
         const since = mark ? this.hubs[i]!.since(names[i]!.channel, mark) : undefined;
-        if (since === undefined) continue;
+        if (since === undefined) {
+          // Not covered (the key's channel was not subscribed throughout, as before a first wait on it), but what
+          // the scripts told this process's waiters on its own channel meanwhile is known: a turn or a key handed
+          // over to this waiter in that gap still counts. The nodes are asked below all the same.
+          const told = mark ? this.hubs[i]!.sinceOwn(names[i]!.channel, mark) : undefined;
+          for (const target of told ?? []) consider(target);
+          if (done) return;
+          continue;
+        }
         for (const target of since) consider(target);
         if (done) return;
         covered++;
@@ -406,7 +414,11 @@ export class RedlockBackend implements LockBackend {
     await settledWithin(checks, this.options.nodeTimeout);
     this.assertDistinctServers(servers);
     for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
-    for (const hub of this.hubs) hub.start();
+    // A waiter's turn is told on its hub's own channel: the first waits after init must not miss it.
+    await settledWithin(
+      this.hubs.map((hub) => hub.start()),
+      this.options.nodeTimeout,
+    );
   }
 
   /** One server reached through two clients (a host alias, a proxy) would count twice towards the quorum. */

@@ -6,6 +6,8 @@ import { closeClient, type RedisNode } from './redis-node';
 const LINGER_MS = 5_000;
 /** Release announcements remembered per channel, so a wait can see what arrived since its last attempt. */
 const REMEMBERED = 32;
+/** Announcements on the hub's own channel remembered whatever key they are about (see sinceOwn). */
+const OWN_REMEMBERED = 64;
 
 type Listener = (target: string) => void;
 
@@ -21,9 +23,12 @@ class Channel {
 
 /** Where a channel stood when an attempt was sent: messages after it may concern the attempt's owner. */
 export interface WakeMark {
-  readonly channel: Channel;
+  /** Undefined while the key's channel is not subscribed: only the own channel's messages can be told then. */
+  readonly channel: Channel | undefined;
   readonly epoch: number;
   readonly seq: number;
+  /** The hub's count of own-channel messages at the mark. */
+  readonly ownSeq: number;
 }
 
 /**
@@ -40,8 +45,13 @@ export class WakeHub {
   /** This hub's own channel: unique per hub, so no other process hears what is meant for its waiters. */
   readonly own = `nestjs-distributed-lock\u0000wake\u0000${randomUUID()}`;
   private ownSubscribed = false;
+  /** Settles when the current connection's own channel is subscribed, or could not be. */
+  private ownReady: Promise<void> = Promise.resolve();
   private subscriber: RedlockClient | undefined;
   private readonly channels = new Map<string, Channel>();
+  /** Own-channel messages received, and the last OWN_REMEMBERED of them, whatever key they are about. */
+  private ownSeq = 0;
+  private readonly ownRecent = new Array<{ readonly channel: string; readonly target: string }>(OWN_REMEMBERED);
   /** Bumped whenever the subscription connection drops: announcements may have been missed. */
   private epoch = 0;
   private closed = false;
@@ -50,9 +60,12 @@ export class WakeHub {
     node.client.on('end', this.onClientEnd);
   }
 
-  /** Opens the subscription connection ahead of the first wait (init). Failures are left to the first wait. */
-  start(): void {
-    this.connection();
+  /**
+   * Opens the subscription connection ahead of the first wait (init); settles once the own channel is subscribed
+   * or could not be (failures are left to the first wait). Until then a waiter's turn told there would be lost.
+   */
+  start(): Promise<void> {
+    return this.connection() ? this.ownReady : Promise.resolve();
   }
 
   /** Where `channel` stands now, if it is subscribed; undefined if announcements could not be told apart. */
@@ -60,21 +73,40 @@ export class WakeHub {
     // A Cluster replaces a dropped subscription connection (to any of its nodes) without telling: the epoch
     // cannot follow it, so announcements missed meanwhile could not be told apart. Its waits ask the nodes.
     if (this.node.cluster) return undefined;
+    if (!this.ownSubscribed || this.subscriber?.status !== 'ready') return undefined;
     const state = this.channels.get(channel);
-    if (!state?.subscribed || !this.ownSubscribed || this.subscriber?.status !== 'ready') return undefined;
-    return { channel: state, epoch: this.epoch, seq: state.seq };
+    const subscribed = state?.subscribed === true ? state : undefined;
+    return { channel: subscribed, epoch: this.epoch, seq: subscribed?.seq ?? 0, ownSeq: this.ownSeq };
   }
 
   /** Targets announced on the mark's channel since the mark, or undefined if that cannot be known. */
   since(name: string, mark: WakeMark): readonly string[] | undefined {
     const state = this.channels.get(name);
-    if (state !== mark.channel || !state.subscribed || !this.ownSubscribed || mark.epoch !== this.epoch) {
+    if (!state || state !== mark.channel || !state.subscribed || !this.ownSubscribed || mark.epoch !== this.epoch) {
       return undefined;
     }
     const count = state.seq - mark.seq;
     if (count > REMEMBERED) return undefined;
     const targets: string[] = [];
     for (let seq = mark.seq + 1; seq <= state.seq; seq++) targets.push(state.recent[seq % REMEMBERED]!);
+    return targets;
+  }
+
+  /**
+   * Targets told to this hub's waiters about `name` on the own channel since the mark, or undefined if that
+   * cannot be known. The own channel is subscribed for good, so this holds also before the first wait on a key
+   * has subscribed its channel: a turn (or a key handed over) told in between is not lost. Announcements to
+   * everyone come on the key's channel only: a wait that gets its targets from here must still ask the nodes.
+   */
+  sinceOwn(name: string, mark: WakeMark): readonly string[] | undefined {
+    if (!this.ownSubscribed || mark.epoch !== this.epoch || this.ownSeq - mark.ownSeq > OWN_REMEMBERED) {
+      return undefined;
+    }
+    const targets: string[] = [];
+    for (let seq = mark.ownSeq + 1; seq <= this.ownSeq; seq++) {
+      const told = this.ownRecent[seq % OWN_REMEMBERED]!;
+      if (told.channel === name) targets.push(told.target);
+    }
     return targets;
   }
 
@@ -183,13 +215,13 @@ export class WakeHub {
     });
     subscriber.on('message', (channel: string, message: string) => this.receive(channel, message));
     this.subscriber = subscriber;
-    this.subscribeOwn(subscriber);
+    this.ownReady = this.subscribeOwn(subscriber);
     return subscriber;
   }
 
   /** Subscribes the hub's own channel once the connection is ready; ownSubscribed says when it is. */
-  private subscribeOwn(subscriber: RedlockClient): void {
-    whenReady(subscriber)
+  private subscribeOwn(subscriber: RedlockClient): Promise<void> {
+    return whenReady(subscriber)
       .then(() => subscriber.subscribe(this.own))
       .then(
         () => {
@@ -238,7 +270,11 @@ export class WakeHub {
     if (channel !== this.own) return this.deliver(channel, message);
     // The key channel has a NUL of its own (key-names.ts); targets (owner tokens) have none.
     const split = message.lastIndexOf('\u0000');
-    if (split > 0) this.deliver(message.slice(0, split), message.slice(split + 1));
+    if (split <= 0) return;
+    const told = { channel: message.slice(0, split), target: message.slice(split + 1) };
+    this.ownSeq++;
+    this.ownRecent[this.ownSeq % OWN_REMEMBERED] = told;
+    this.deliver(told.channel, told.target);
   }
 
   private deliver(name: string, target: string): void {
