@@ -414,9 +414,11 @@ export class RedlockBackend implements LockBackend {
     await settledWithin(checks, this.options.nodeTimeout);
     this.assertDistinctServers(servers);
     for (const node of this.nodes) if (node.connected) node.loadScriptsNow();
-    // A waiter's turn is told on its hub's own channel: the first waits after init must not miss it.
+    // A waiter's turn is told on its hub's own channel: the first waits after init must not miss it. Waited for
+    // only on nodes that answered: a hung or down node was already given its nodeTimeout above.
+    const subscribed = this.hubs.map((hub) => hub.start());
     await settledWithin(
-      this.hubs.map((hub) => hub.start()),
+      subscribed.filter((_, i) => this.nodes[i]!.connected),
       this.options.nodeTimeout,
     );
   }
