@@ -5,6 +5,7 @@ import { LockService, type LockServiceConfig } from '../../lib';
 import type { AcquireRequest } from '../../lib/backends/lock-backend';
 import { RedlockBackend, type RedlockBackendOptions } from '../../lib/backends/redis';
 import { sleep } from '../redis/support/redis-env';
+import type { RedisProcesses } from '../redis/support/redis-processes';
 
 export { sleep };
 
@@ -115,4 +116,27 @@ export function unhandledRejections(): { readonly seen: unknown[]; stop(): void 
   const onRejection = (reason: unknown): void => void seen.push(reason);
   process.on('unhandledRejection', onRejection);
   return { seen, stop: () => void process.off('unhandledRejection', onRejection) };
+}
+
+/**
+ * The hooks a suite on its own redis-server processes needs after its tests: nodes a test paused are resumed
+ * and its clients closed after each test; the servers stopped after the file, which must have caused no
+ * unhandled rejection.
+ */
+export function cleanUpAfterTests(
+  servers: RedisProcesses,
+  opened: Opened,
+  paused: Set<number>,
+  rejections: ReturnType<typeof unhandledRejections>,
+): void {
+  afterEach(async () => {
+    for (const p of paused) servers.resume(p);
+    paused.clear();
+    await opened.closeAll();
+  });
+  afterAll(async () => {
+    rejections.stop();
+    await servers.stopAll();
+    expect(rejections.seen).toEqual([]);
+  });
 }

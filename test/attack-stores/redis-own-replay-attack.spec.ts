@@ -4,7 +4,16 @@ import type { AcquireOutcome } from '../../lib/backends/lock-backend';
 import type { RedlockBackend } from '../../lib/backends/redis';
 import { lockKeyNames } from '../../lib/backends/redis/key-names';
 import { RedisProcesses } from '../redis/support/redis-processes';
-import { never, Opened, owner, request, timed, unhandledRejections, waitUntil } from './redis-attack-support';
+import {
+  never,
+  Opened,
+  owner,
+  request,
+  timed,
+  unhandledRejections,
+  waitUntil,
+  cleanUpAfterTests,
+} from './redis-attack-support';
 
 /**
  * Attack on the replay of the own channel (483e21c): a wait whose key channel was not subscribed since its last
@@ -58,16 +67,7 @@ describe('attack: Redlock own-channel replay', () => {
   beforeEach(() => {
     admin = opened.client(ports[0]!);
   });
-  afterEach(async () => {
-    for (const p of paused) servers.resume(p);
-    paused.clear();
-    await opened.closeAll();
-  });
-  afterAll(async () => {
-    rejections.stop();
-    await servers.stopAll();
-    expect(rejections.seen).toEqual([]);
-  });
+  cleanUpAfterTests(servers, opened, paused, rejections);
 
   /** A holder backend holding `key`, and a waiter backend with `waiters` owners queued on it (in that order). */
   async function queued(key: string, waiters: number) {

@@ -8,7 +8,16 @@ import { lockKeyNames } from '../../lib/backends/redis/key-names';
 import { scripts } from '../../lib/backends/redis/scripts';
 import { clusterClient, redisClusterPorts } from '../redis/support/redis-env';
 import { RedisProcesses } from '../redis/support/redis-processes';
-import { never, Opened, owner, sleep, timed, unhandledRejections, waitUntil } from './redis-attack-support';
+import {
+  never,
+  Opened,
+  owner,
+  sleep,
+  timed,
+  unhandledRejections,
+  waitUntil,
+  cleanUpAfterTests,
+} from './redis-attack-support';
 
 /**
  * Attack on the per-process wake-up channels (a release tells the waiter whose turn it is on its own process's
@@ -35,16 +44,7 @@ describe('attack: Redlock wake-up channels', () => {
   beforeEach(() => {
     admins = ports.map((p) => opened.client(p));
   });
-  afterEach(async () => {
-    for (const p of paused) servers.resume(p);
-    paused.clear();
-    await opened.closeAll();
-  });
-  afterAll(async () => {
-    rejections.stop();
-    await servers.stopAll();
-    expect(rejections.seen).toEqual([]);
-  });
+  cleanUpAfterTests(servers, opened, paused, rejections);
 
   const serviceOn = async (nodes: readonly number[], extra: { nodeTimeout?: number } = {}) => {
     const backend = opened.backendOn(nodes, { handoffTimeout: HANDOFF, ...extra });
