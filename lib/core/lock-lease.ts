@@ -225,8 +225,8 @@ export class LockLease {
 
   /** The store cannot be reached: keep the lease only as long as the store can vouch for it, if at all. */
   suspend(reason: string, validForMs: number | undefined): void {
-    // Being released: its work is done, so there is nothing left to protect.
-    if (this.state !== 'held' || this.releasing) return;
+    // Being released and past its reentrant work: nothing is left to protect (as in loseConnection).
+    if (this.state !== 'held' || this.workEnded) return;
     const cannotVouch = validForMs === undefined && !this.expiring;
     if (this.options.onSuspended === 'abort' || cannotVouch) {
       this.lose(messages.lostSuspended(this.keys[0]!.key, reason));

@@ -459,6 +459,40 @@ describe('attack (core trim): scoped work', () => {
     expect(aborted).toBe(true);
   });
 
+  it('a store suspended (unable to vouch) while the release waits for reentrant work still running aborts that work', async () => {
+    const clock = new ManualClock();
+    const client = new StoreClient(new MemoryLockBackend({ clock }), { expiring: false, sessionBound: true });
+    const locks = new LockService({ backends: { default: client }, clock });
+    await locks.init();
+    const innerStarted = deferred();
+    let innerSignal: AbortSignal | undefined;
+    let detached: Promise<unknown> | undefined;
+    let outer: Promise<unknown> = locks.using('k', () => {
+      // Reentrant work the scope does not await: the release waits for it, and the key is its until it ends.
+      detached = locks
+        .using('k', async (inner) => {
+          innerSignal = inner.signal;
+          innerStarted.resolve();
+          await new Promise<void>((resolve) => {
+            inner.signal.addEventListener('abort', () => resolve());
+            clock.setTimeout(resolve, 10_000);
+          });
+        })
+        .catch((error: unknown) => error);
+    });
+    outer = outer.catch((error: unknown) => error);
+    await innerStarted.promise;
+    await settle(clock); // the outer scope has returned: its release waits for the inner work
+    // The store cannot be reached while the inner work still runs, and cannot say for how long it holds the key.
+    client.connection({ state: 'suspended', reason: 'connection dropped' });
+    await settle(clock);
+    const aborted = innerSignal!.aborted;
+    await clock.advance(10_000);
+    await detached;
+    await outer;
+    expect(aborted).toBe(true);
+  });
+
   it('using() with a fn that throws synchronously: rejects with it, releases, reports no loss', async () => {
     const clock = new ManualClock();
     const memory = new MemoryLockBackend({ clock });
