@@ -425,7 +425,11 @@ describe('attack (core trim): releases', () => {
 });
 
 describe('attack (core trim): scoped work', () => {
-  it('a lost connection while the release waits for reentrant work still running aborts that work', async () => {
+  /**
+   * A scope returns while reentrant work it started (and did not await) still runs under its lock, so its
+   * release waits for that work; then the store reports `change`. Whether the inner work's signal aborted.
+   */
+  async function innerAbortedBy(change: ConnectionChange): Promise<boolean> {
     const clock = new ManualClock();
     const client = new StoreClient(new MemoryLockBackend({ clock }), { expiring: false, sessionBound: true });
     const locks = new LockService({ backends: { default: client }, clock });
@@ -449,48 +453,23 @@ describe('attack (core trim): scoped work', () => {
     outer = outer.catch((error: unknown) => error);
     await innerStarted.promise;
     await settle(clock); // the outer scope has returned: its release waits for the inner work
-    // The session ends while the inner work still runs under the lock: the store no longer holds the key for it.
-    client.connection({ state: 'lost', reason: 'session expired' });
+    client.connection(change);
     await settle(clock);
     const aborted = innerSignal!.aborted;
     await clock.advance(10_000);
     await detached;
     await outer;
-    expect(aborted).toBe(true);
+    return aborted;
+  }
+
+  it('a lost connection while the release waits for reentrant work still running aborts that work', async () => {
+    // The session ends while the inner work still runs under the lock: the store no longer holds the key for it.
+    expect(await innerAbortedBy({ state: 'lost', reason: 'session expired' })).toBe(true);
   });
 
   it('a store suspended (unable to vouch) while the release waits for reentrant work still running aborts that work', async () => {
-    const clock = new ManualClock();
-    const client = new StoreClient(new MemoryLockBackend({ clock }), { expiring: false, sessionBound: true });
-    const locks = new LockService({ backends: { default: client }, clock });
-    await locks.init();
-    const innerStarted = deferred();
-    let innerSignal: AbortSignal | undefined;
-    let detached: Promise<unknown> | undefined;
-    let outer: Promise<unknown> = locks.using('k', () => {
-      // Reentrant work the scope does not await: the release waits for it, and the key is its until it ends.
-      detached = locks
-        .using('k', async (inner) => {
-          innerSignal = inner.signal;
-          innerStarted.resolve();
-          await new Promise<void>((resolve) => {
-            inner.signal.addEventListener('abort', () => resolve());
-            clock.setTimeout(resolve, 10_000);
-          });
-        })
-        .catch((error: unknown) => error);
-    });
-    outer = outer.catch((error: unknown) => error);
-    await innerStarted.promise;
-    await settle(clock); // the outer scope has returned: its release waits for the inner work
     // The store cannot be reached while the inner work still runs, and cannot say for how long it holds the key.
-    client.connection({ state: 'suspended', reason: 'connection dropped' });
-    await settle(clock);
-    const aborted = innerSignal!.aborted;
-    await clock.advance(10_000);
-    await detached;
-    await outer;
-    expect(aborted).toBe(true);
+    expect(await innerAbortedBy({ state: 'suspended', reason: 'connection dropped' })).toBe(true);
   });
 
   it('using() with a fn that throws synchronously: rejects with it, releases, reports no loss', async () => {
