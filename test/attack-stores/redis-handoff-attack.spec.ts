@@ -124,6 +124,23 @@ describe('Redlock on 1 node: attacks on the direct hand-over', () => {
     return BigInt(answer[1]!);
   }
 
+  /** A key held by an owner outside this process's services, and two services W and Y ready to wait for it. */
+  async function heldKeyAndTwoWaiters(label: string): Promise<{
+    key: string;
+    names: ReturnType<typeof lockKeyNames>;
+    w: ReturnType<typeof service>;
+    y: ReturnType<typeof service>;
+    holder: string;
+  }> {
+    const key = `${label}:${randomUUID()}`;
+    const w = service();
+    const y = service();
+    await Promise.all([w.locks.init(), y.locks.init()]);
+    const holder = owner();
+    await takeAs(key, holder);
+    return { key, names: lockKeyNames(key, false), w, y, holder };
+  }
+
   const inLine = async (key: string, n: number): Promise<boolean> =>
     (await admin.zcard(lockKeyNames(key, false).keys[2])) === n;
 
@@ -230,13 +247,7 @@ describe('Redlock on 1 node: attacks on the direct hand-over', () => {
     kept = true,
   ): Promise<void> {
     for (const offset of offsets) {
-      const key = `handoff-${label}:${randomUUID()}`;
-      const names = lockKeyNames(key, false);
-      const w = service();
-      const y = service();
-      await Promise.all([w.locks.init(), y.locks.init()]);
-      const holder = owner();
-      await takeAs(key, holder);
+      const { key, names, w, y, holder } = await heldKeyAndTwoWaiters(`handoff-${label}`);
       const abort = new AbortController();
       const wGot = w.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL, signal: abort.signal }).then(
         (lock) => lock,
@@ -283,13 +294,7 @@ describe('Redlock on 1 node: attacks on the direct hand-over', () => {
 
   it('a waiter whose waitTimeout ends just as the key is handed to it: no two holders, nothing held for a ttl', async () => {
     for (const margin of [-2, 0, 1, 3]) {
-      const key = `handoff-timeout:${randomUUID()}`;
-      const names = lockKeyNames(key, false);
-      const w = service();
-      const y = service();
-      await Promise.all([w.locks.init(), y.locks.init()]);
-      const holder = owner();
-      await takeAs(key, holder);
+      const { key, names, w, y, holder } = await heldKeyAndTwoWaiters(`handoff-timeout`);
       const WAIT = 300;
       const startedAt = Date.now();
       const wGot = w.locks.acquire(key, { ttl: TTL, waitTimeout: WAIT, retry: SLOW_POLL }).then(
@@ -317,13 +322,7 @@ describe('Redlock on 1 node: attacks on the direct hand-over', () => {
   }, 15_000);
 
   it('a handed key released before its confirmation is answered: freed, handed on to the next, nothing lost', async () => {
-    const key = `handoff-quick-release:${randomUUID()}`;
-    const names = lockKeyNames(key, false);
-    const w = service();
-    const y = service();
-    await Promise.all([w.locks.init(), y.locks.init()]);
-    const holder = owner();
-    await takeAs(key, holder);
+    const { key, names, w, y, holder } = await heldKeyAndTwoWaiters(`handoff-quick-release`);
     const wGot = w.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
     await waitUntil('W is in line', () => inLine(key, 1));
     const yGot = y.locks.acquire(key, { ttl: TTL, waitTimeout: 5_000, retry: SLOW_POLL });
