@@ -18,9 +18,10 @@ export interface LockBackend {
    * Connects and checks the store (reachable, schema present) — awaited at application bootstrap, so a wrong
    * address or a missing table stops the app from starting instead of failing its first request. Throws
    * LockBackendError saying what is wrong. May be called more than once (a backend instance can serve several
-   * apps in turn, each initialising it): must be idempotent and cheap after the first success.
+   * apps in turn, each initialising it): must be idempotent and cheap after the first success. `signal` may be
+   * left out (a plain script calling `backend.init()`): the backend's own timeouts bound the call then.
    */
-  init?(signal: AbortSignal): Promise<void>;
+  init?(signal?: AbortSignal): Promise<void>;
 
   /** Resolves if the store answers right now; throws LockBackendError (per node where it has several) if not. */
   ping?(signal: AbortSignal): Promise<void>;

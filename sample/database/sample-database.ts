@@ -23,9 +23,26 @@ export class SampleDatabase implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onModuleInit(): Promise<void> {
-    await this.dataSource.initialize();
+    await this.connect();
     // IF NOT EXISTS: two instances starting together both run this.
     for (const statement of SCHEMA) await this.dataSource.query(statement);
+  }
+
+  /**
+   * Two instances starting at once both switch the file to WAL, and SQLite refuses one of them at once
+   * (SQLITE_BUSY, without waiting `timeout`): that instance simply asks again a moment later.
+   */
+  private async connect(): Promise<void> {
+    for (let refusals = 0; ; refusals++) {
+      try {
+        await this.dataSource.initialize();
+        return;
+      } catch (error) {
+        const busy = (error as { code?: unknown }).code === 'SQLITE_BUSY';
+        if (!busy || refusals === 20) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 25 + Math.random() * 75));
+      }
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {

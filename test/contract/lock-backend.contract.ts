@@ -246,6 +246,8 @@ export function describeLockBackendContract(name: string, makeHarness: () => Pro
       const signal = new AbortController().signal;
       await harness.backend.init?.(signal);
       await harness.backend.init?.(signal);
+      // As a plain script calls it: no signal.
+      await harness.backend.init?.();
       expect(await locks.health()).toEqual([{ backend: 'default', kind: harness.backend.kind, up: true }]);
       const lock = await locks.acquire('k');
       await lock.release();

@@ -1,3 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import BetterSqlite3 from 'better-sqlite3';
 import { DataSource } from 'typeorm';
 import { LockBackendError, LockConfigurationError } from '../../lib';
 import {
@@ -6,6 +11,7 @@ import {
   TypeOrmLockBackend,
   type TypeOrmLockBackendOptions,
 } from '../../lib/backends/typeorm';
+import { SQLITE_BUSY_INIT_BUDGET_MS } from '../../lib/backends/typeorm/sqlite-busy-retry';
 import { connectionOptions, type Database, openDataSource, serverUrl, uniqueTableName } from './sql-fixture';
 
 const signal = new AbortController().signal;
@@ -165,5 +171,81 @@ describe.each(['postgres', 'mariadb', 'sqlite'] as Database[])('the lock table (
       await dataSource.query(`DROP TABLE IF EXISTS ${dataSource.driver.escape(tableName)}`);
       await backend.close();
     }
+  });
+});
+
+describe('init on a SQLite file another connection holds (two instances starting at once)', () => {
+  // SQLite refuses a connection that asks to switch a file to WAL while another holds it, and one of two
+  // instances that switch it at once is refused without any wait. A short busy timeout stands in for that here.
+  let dataDir: string;
+  let file: string;
+  let other: BetterSqlite3.Database;
+  const backends: TypeOrmLockBackend[] = [];
+  const open = (): TypeOrmLockBackend => {
+    const backend = new TypeOrmLockBackend({
+      connection: { type: 'better-sqlite3', database: file, enableWAL: true, timeout: 20 },
+      createTable: true,
+    });
+    backends.push(backend);
+    return backend;
+  };
+
+  beforeEach(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'sqlite-busy-'));
+    file = join(dataDir, 'locks.sqlite');
+    other = new BetterSqlite3(file);
+    other.exec('BEGIN EXCLUSIVE');
+  });
+  afterEach(async () => {
+    if (other.inTransaction) other.exec('ROLLBACK');
+    other.close();
+    await Promise.all(backends.splice(0).map((backend) => backend.close()));
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('keeps trying while the file is locked, then starts and locks', async () => {
+    const backend = open();
+    let settled = false;
+    const started = backend.init().finally(() => {
+      settled = true;
+    });
+    // Long enough for several refusals (each waits 20 ms) before the file is let go.
+    await sleep(300);
+    expect(settled).toBe(false);
+    other.exec('COMMIT');
+    await started;
+    const taken = await backend.acquire({
+      key: 'k',
+      owner: 'c'.repeat(32),
+      ttl: 5_000,
+      keepPlace: false,
+      onLost: () => {},
+      signal,
+    });
+    expect(taken).toMatchObject({ acquired: true });
+    expect(other.pragma('journal_mode', { simple: true })).toBe('wal');
+  });
+
+  it('stops trying when its signal aborts, with the refusal as the cause, and starts later', async () => {
+    const backend = open();
+    const failure = await backend.init(AbortSignal.timeout(200)).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(LockBackendError);
+    expect((failure as Error).message).toMatch(/SQLITE_BUSY|database is locked/);
+    other.exec('COMMIT');
+    await backend.init(signal);
+  });
+
+  it('does not retry what is not a refusal: a file it cannot open fails at once', async () => {
+    const backend = new TypeOrmLockBackend({
+      connection: { type: 'better-sqlite3', database: join(dataDir, 'missing-dir', 'locks.sqlite') },
+    });
+    backends.push(backend);
+    const began = Date.now();
+    await expect(backend.init()).rejects.toThrow(LockBackendError);
+    // No retry budget was spent on it (the budget is seconds).
+    expect(Date.now() - began).toBeLessThan(SQLITE_BUSY_INIT_BUDGET_MS / 2);
   });
 });

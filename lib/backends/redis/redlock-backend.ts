@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { validityMs } from '../../core/backoff';
 import { LockBackendClosedError, LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
+import { NEVER_ABORTED } from '../../core/never-aborted';
 import type {
   AcquireOutcome,
   AcquireRequest,
@@ -41,7 +42,6 @@ import { WakeHub, type WakeMark } from './wake-hub';
 const INIT_TIMEOUT_MS = 10_000;
 /** Past a hand-off's end before a waiter behind looks again: node clocks count whole ms, timers run late. */
 const HANDOFF_MARGIN_MS = 5;
-const NEVER = new AbortController().signal;
 /**
  * What acquire, release, extend and isLocked pass to ask() instead of the caller's signal: each is bounded by
  * nodeTimeout per node anyway, and a caller that stops waiting is answered by the core at once, which also gives
@@ -120,7 +120,7 @@ export class RedlockBackend implements LockBackend {
   }
 
   /** Connects every node and checks a quorum answers; opens the connections that carry release announcements. */
-  init(signal: AbortSignal = NEVER): Promise<void> {
+  init(signal: AbortSignal = NEVER_ABORTED): Promise<void> {
     // Rejects rather than throws: `void backend.init().catch(report)` must not become an uncaught exception.
     if (this.closing) return Promise.reject(this.closedError('connect to Redis'));
     if (this.ready) return Promise.resolve();

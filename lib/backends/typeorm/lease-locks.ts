@@ -2,9 +2,7 @@ import type { AcquireOutcome, AcquireRequest, LeaseRef } from '../lock-backend';
 import { lockId } from './lock-table';
 import type { LeaseAttempt } from './dialect';
 import type { SqlRunner } from './sql-runner';
-
-/** For calls made without a signal: nothing to stop the wait for a pool connection. */
-const NEVER = new AbortController().signal;
+import { NEVER_ABORTED } from '../../core/never-aborted';
 
 /**
  * Lease mode: one row per key whose expiry is compared on the database server's clock. An uncontended
@@ -44,13 +42,16 @@ export class LeaseLocks {
     const { table, dialect } = this.sql;
     return this.sql.runBounded(
       dialect.releaseLease(table, lockId(lease.key), lease.owner, this.notifyChannel),
-      signal ?? NEVER,
+      signal ?? NEVER_ABORTED,
     );
   }
 
   extend(lease: LeaseRef, ttl: number, signal?: AbortSignal): Promise<boolean> {
     const { table, dialect } = this.sql;
-    return this.sql.runBounded(dialect.extendLease(table, lockId(lease.key), lease.owner, ttl), signal ?? NEVER);
+    return this.sql.runBounded(
+      dialect.extendLease(table, lockId(lease.key), lease.owner, ttl),
+      signal ?? NEVER_ABORTED,
+    );
   }
 
   isLocked(key: string, signal?: AbortSignal): Promise<boolean> {

@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { LockBackendError } from '../../core/errors';
+import { NEVER_ABORTED } from '../../core/never-aborted';
 import type {
   AcquireOutcome,
   AcquireRequest,
@@ -23,6 +24,7 @@ import { ReleaseListener } from './release-listener';
 import { AdvisoryHold, RowHold } from './session-holds';
 import { SessionLocks } from './session-locks';
 import { SqlRunner } from './sql-runner';
+import { retryWhileSqliteBusy } from './sqlite-busy-retry';
 
 const DIALECTS: Readonly<Record<SqlDatabase, SqlDialect>> = {
   postgres: postgresDialect,
@@ -94,9 +96,9 @@ export class TypeOrmLockBackend implements LockBackend {
    * Connects (a DataSource the backend owns) and checks the lock table can be read, creating it first with
    * `createTable`. A wrong address or a missing table fails here, at bootstrap. Idempotent.
    */
-  init(signal: AbortSignal): Promise<void> {
+  init(signal: AbortSignal = NEVER_ABORTED): Promise<void> {
     if (this.closed) return Promise.reject(closedError('start'));
-    signal.throwIfAborted();
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
     this.initialised ??= this.initialise(signal).catch((error: unknown) => {
       this.initialised = undefined;
       throw error;
@@ -187,7 +189,7 @@ export class TypeOrmLockBackend implements LockBackend {
             `(with @nestjs/typeorm, inject the DataSource into forRootAsync's useFactory), or pass "connection" options.`,
         );
       }
-      await this.dataSource.initialize().catch((error: unknown) => {
+      await retryWhileSqliteBusy(() => this.dataSource.initialize(), signal).catch((error: unknown) => {
         throw new LockBackendError(
           BACKEND_KIND,
           `Lock backend "${BACKEND_KIND}" could not connect to the ${this.options.database} database: ` +
@@ -198,7 +200,10 @@ export class TypeOrmLockBackend implements LockBackend {
       });
     }
     if (this.options.createTable) {
-      await createLockTable(this.dataSource, { tableName: this.options.tableName }).catch((error: unknown) => {
+      await retryWhileSqliteBusy(
+        () => createLockTable(this.dataSource, { tableName: this.options.tableName }),
+        signal,
+      ).catch((error: unknown) => {
         throw backendError(`create the lock table "${this.options.tableName}"`, error);
       });
     }

@@ -9,6 +9,7 @@ import type {
   StoreCall,
   WaitForRelease,
 } from '../lock-backend';
+import { NEVER_ABORTED } from '../../core/never-aborted';
 import { BackgroundWork } from './background-work';
 import { DeletionWatches } from './deletion-watches';
 import { handOver, pause, settleWithin } from './waiting';
@@ -98,7 +99,7 @@ export class ZooKeeperLockBackendBase implements LockBackend {
     return childPath(this.options.rootPath, encodeKey(key));
   }
 
-  async init(signal: AbortSignal): Promise<void> {
+  async init(signal: AbortSignal = NEVER_ABORTED): Promise<void> {
     this.assertOpen('connect to ZooKeeper');
     if (this.initialized && this.connection.isConnected) return;
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(this.options.connectTimeout)]);
