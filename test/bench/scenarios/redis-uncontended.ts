@@ -122,6 +122,14 @@ function uncontended(nodes: 1 | 5): Scenario {
               text: `Redis commands per cycle over ${cycles} cycles (sent = round trips; executed = INFO commandstats on the ${nodes} node(s), Lua-internal calls included):`,
             });
             for (const row of rows) lines.push({ text: `  ${row.label}: ${describeUse(commands.get(row)!, cycles)}` });
+            // What the fencing counter and the line cost on the servers alone, against the target's margin.
+            const serverExtraUs = (commands.get(service)!.serverUs - commands.get(raw)!.serverUs) / cycles;
+            lines.push({
+              text:
+                `${service.label}: the servers spend ${formatUs(serverExtraUs)} µs more per cycle than for the raw floor ` +
+                `(fencing counter, line check) = ${((serverExtraUs / base.median.p50Us) * 100).toFixed(1)} % of the ` +
+                `floor's p50, before any client work`,
+            });
             return lines;
           },
           dispose: () => closeRows(rows, pool),

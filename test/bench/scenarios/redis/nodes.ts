@@ -91,18 +91,23 @@ export class RedisClients {
     return Promise.all(this.ports.map((port) => this.open(port, counts)));
   }
 
-  /** Sum of INFO commandstats calls over the scenario's nodes, by command, without INFO itself. */
-  async commandStats(): Promise<CommandCounts> {
+  /**
+   * Sums of INFO commandstats over the scenario's nodes, by command, without INFO itself: calls, and µs the
+   * servers spent in them (a script's own time includes the calls it makes).
+   */
+  async commandStats(): Promise<{ readonly calls: CommandCounts; readonly usec: CommandCounts }> {
     const texts = await Promise.all(this.ports.map((port) => this.adminOf(port).info('commandstats')));
-    const counts: CommandCounts = new Map();
+    const calls: CommandCounts = new Map();
+    const usec: CommandCounts = new Map();
     for (const text of texts) {
-      for (const match of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      for (const match of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
         const name = match[1]!;
         if (name === 'info') continue;
-        counts.set(name, (counts.get(name) ?? 0) + Number(match[2]));
+        calls.set(name, (calls.get(name) ?? 0) + Number(match[2]));
+        usec.set(name, (usec.get(name) ?? 0) + Number(match[3]));
       }
     }
-    return counts;
+    return { calls, usec };
   }
 
   /** Median PING round trip to the first node through ioredis, in ms. */

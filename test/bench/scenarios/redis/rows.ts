@@ -57,6 +57,11 @@ export function busiestPeer(result: ScenarioResult, rows: readonly LockerRow[]):
 export interface CommandUse {
   readonly sent: Map<string, number>;
   readonly executed: Map<string, number>;
+  /**
+   * µs the servers spent on the commands the clients sent (a script's time covers the calls inside it, which
+   * are not added again): what the servers' side of the work costs, whatever the clients do.
+   */
+  readonly serverUs: number;
 }
 
 /**
@@ -67,20 +72,25 @@ export async function countCommandsFrom(
   pool: RedisClients,
   counts: CommandCounts = pool.sent,
 ): Promise<() => Promise<CommandUse>> {
-  const executedBefore = await pool.commandStats();
+  const before = await pool.commandStats();
   const sentBefore = new Map(counts);
   return async () => {
     const sent = addCounts(new Map(counts), sentBefore, -1);
-    const executed = addCounts(await pool.commandStats(), executedBefore, -1);
+    const after = await pool.commandStats();
+    const executed = addCounts(after.calls, before.calls, -1);
+    const usec = addCounts(after.usec, before.usec, -1);
     // The ready check of a connection opened meanwhile (a subscriber) is not the rows' work.
     sent.delete('info');
-    return { sent, executed };
+    let serverUs = 0;
+    for (const [name, n] of sent) if (n > 0) serverUs += usec.get(name) ?? 0;
+    return { sent, executed, serverUs };
   };
 }
 
 export function describeUse(use: CommandUse, per: number): string {
   return (
     `sent ${(totalOf(use.sent) / per).toFixed(2)} (${breakdown(use.sent, per)}); ` +
-    `executed ${(totalOf(use.executed) / per).toFixed(2)} (${breakdown(use.executed, per)})`
+    `executed ${(totalOf(use.executed) / per).toFixed(2)} (${breakdown(use.executed, per)}); ` +
+    `server ${(use.serverUs / per).toFixed(1)} µs`
   );
 }
