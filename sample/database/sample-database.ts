@@ -18,31 +18,15 @@ export class SampleDatabase implements OnModuleInit, OnApplicationShutdown {
       database: config.databaseFile,
       // Another instance may be writing: wait for its write lock rather than fail with SQLITE_BUSY.
       timeout: 5_000,
-      enableWAL: true,
+      // WAL, switched on here rather than with enableWAL: see switchToWal.
+      prepareDatabase: switchToWal,
     });
   }
 
   async onModuleInit(): Promise<void> {
-    await this.connect();
+    await this.dataSource.initialize();
     // IF NOT EXISTS: two instances starting together both run this.
     for (const statement of SCHEMA) await this.dataSource.query(statement);
-  }
-
-  /**
-   * Two instances starting at once both switch the file to WAL, and SQLite refuses one of them at once
-   * (SQLITE_BUSY, without waiting `timeout`): that instance simply asks again a moment later.
-   */
-  private async connect(): Promise<void> {
-    for (let refusals = 0; ; refusals++) {
-      try {
-        await this.dataSource.initialize();
-        return;
-      } catch (error) {
-        const busy = (error as { code?: unknown }).code === 'SQLITE_BUSY';
-        if (!busy || refusals === 20) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 25 + Math.random() * 75));
-      }
-    }
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -61,6 +45,24 @@ export class SampleDatabase implements OnModuleInit, OnApplicationShutdown {
       return result.affected ?? 0;
     } finally {
       await runner.release();
+    }
+  }
+}
+
+/**
+ * Two instances starting at once both switch the file to WAL, and SQLite refuses one of them at once
+ * (SQLITE_BUSY, without waiting `timeout`, as waiting could deadlock): that instance asks again a moment later,
+ * on the same connection.
+ */
+async function switchToWal(db: { pragma(source: string): unknown }): Promise<void> {
+  for (let refusals = 0; ; refusals++) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || refusals === 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 90));
     }
   }
 }

@@ -226,16 +226,25 @@ describe('init on a SQLite file another connection holds (two instances starting
     expect(other.pragma('journal_mode', { simple: true })).toBe('wal');
   });
 
-  it('stops trying when its signal aborts, with the refusal as the cause, and starts later', async () => {
+  it("answers a caller whose signal aborts at once with that signal's reason, and starts later", async () => {
     const backend = open();
-    const failure = await backend.init(AbortSignal.timeout(200)).then(
+    const signal = AbortSignal.timeout(200);
+    const failure = await backend.init(signal).then(
       () => undefined,
       (error: unknown) => error,
     );
-    expect(failure).toBeInstanceOf(LockBackendError);
-    expect((failure as Error).message).toMatch(/SQLITE_BUSY|database is locked/);
+    expect(failure).toBe(signal.reason);
     other.exec('COMMIT');
-    await backend.init(signal);
+    await backend.init();
+  });
+
+  it('goes on for a caller still waiting when another gives up', async () => {
+    const backend = open();
+    const gaveUp = backend.init(AbortSignal.timeout(100)).catch((error: unknown) => error);
+    const waiting = backend.init();
+    expect(await gaveUp).toMatchObject({ name: 'TimeoutError' });
+    other.exec('COMMIT');
+    await waiting;
   });
 
   it('does not retry what is not a refusal: a file it cannot open fails at once', async () => {

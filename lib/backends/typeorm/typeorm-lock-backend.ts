@@ -24,7 +24,8 @@ import { ReleaseListener } from './release-listener';
 import { AdvisoryHold, RowHold } from './session-holds';
 import { SessionLocks } from './session-locks';
 import { SqlRunner } from './sql-runner';
-import { retryWhileSqliteBusy } from './sqlite-busy-retry';
+import { SharedStart } from './shared-start';
+import { retryWhileSqliteBusy, SqliteHandles } from './sqlite-busy-retry';
 
 const DIALECTS: Readonly<Record<SqlDatabase, SqlDialect>> = {
   postgres: postgresDialect,
@@ -50,7 +51,13 @@ export class TypeOrmLockBackend implements LockBackend {
   private readonly locks: ModeLocks;
   private readonly listener?: ReleaseListener;
   private readonly connection = new ConnectionState();
-  private initialised?: Promise<void>;
+  private readonly starting = new SharedStart((signal) =>
+    this.initialise(signal).catch((error: unknown) => {
+      // Whatever step close() interrupted, the caller learns the backend closed, not how that step failed.
+      throw this.closed ? closedError('start') : error;
+    }),
+  );
+  private readonly sqliteHandles = new SqliteHandles();
   private closed = false;
 
   constructor(options: TypeOrmLockBackendOptions) {
@@ -58,13 +65,15 @@ export class TypeOrmLockBackend implements LockBackend {
     this.ownsDataSource = options.dataSource === undefined;
     this.dataSource =
       options.dataSource ??
-      new DataSource({
-        ...options.connection!,
-        entities: [],
-        migrations: [],
-        synchronize: false,
-        migrationsRun: false,
-      });
+      new DataSource(
+        this.sqliteHandles.track({
+          ...options.connection!,
+          entities: [],
+          migrations: [],
+          synchronize: false,
+          migrationsRun: false,
+        }),
+      );
     const sql = new SqlRunner(this.dataSource, DIALECTS[this.options.database], this.options.tableName);
     // Identifiers are at most 63 bytes in PostgreSQL; the table name is at most 63 characters of [A-Za-z0-9_].
     const channel = this.options.notify ? `${this.options.tableName.slice(0, 54)}_released` : undefined;
@@ -94,16 +103,12 @@ export class TypeOrmLockBackend implements LockBackend {
 
   /**
    * Connects (a DataSource the backend owns) and checks the lock table can be read, creating it first with
-   * `createTable`. A wrong address or a missing table fails here, at bootstrap. Idempotent.
+   * `createTable`. A wrong address or a missing table fails here, at bootstrap. Idempotent. Callers at once
+   * share one start, each stopping its own wait with its own signal (see SharedStart).
    */
   init(signal: AbortSignal = NEVER_ABORTED): Promise<void> {
     if (this.closed) return Promise.reject(closedError('start'));
-    if (signal.aborted) return Promise.reject(signal.reason as Error);
-    this.initialised ??= this.initialise(signal).catch((error: unknown) => {
-      this.initialised = undefined;
-      throw error;
-    });
-    return this.initialised;
+    return this.starting.join(signal);
   }
 
   async ping(signal: AbortSignal): Promise<void> {
@@ -176,6 +181,7 @@ export class TypeOrmLockBackend implements LockBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.starting.stop(closedError('start'));
     await Promise.all([this.locks.close(), this.listener?.close()]);
     if (this.ownsDataSource && this.dataSource.isInitialized) await this.dataSource.destroy();
   }
@@ -189,7 +195,12 @@ export class TypeOrmLockBackend implements LockBackend {
             `(with @nestjs/typeorm, inject the DataSource into forRootAsync's useFactory), or pass "connection" options.`,
         );
       }
-      await retryWhileSqliteBusy(() => this.dataSource.initialize(), signal).catch((error: unknown) => {
+      const connect = (): Promise<unknown> =>
+        this.dataSource.initialize().catch((error: unknown) => {
+          this.sqliteHandles.closeLeftOpen();
+          throw error;
+        });
+      await retryWhileSqliteBusy(connect, signal).catch((error: unknown) => {
         throw new LockBackendError(
           BACKEND_KIND,
           `Lock backend "${BACKEND_KIND}" could not connect to the ${this.options.database} database: ` +
@@ -198,6 +209,11 @@ export class TypeOrmLockBackend implements LockBackend {
           { cause: error },
         );
       });
+      if (this.closed) {
+        // close() ran while the connection was being made and found nothing to destroy: nobody else will.
+        await this.dataSource.destroy();
+        throw closedError('start');
+      }
     }
     if (this.options.createTable) {
       await retryWhileSqliteBusy(

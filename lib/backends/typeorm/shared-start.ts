@@ -1,0 +1,65 @@
+import { untilAborted } from './abortable';
+
+interface Run {
+  readonly stop: AbortController;
+  readonly promise: Promise<void>;
+  waiters: number;
+  settled: boolean;
+}
+
+/**
+ * One start of the backend (connect, check the table) shared by every caller of init(), each waiting with its
+ * own signal: a caller that gives up gets its signal's reason at once, and the start runs on for the others. It
+ * is stopped when its last waiter gives up, so no retry outlives every caller, or when the backend closes. A
+ * start that failed or was stopped is made afresh by the next init(); one that succeeded makes init() resolve
+ * at once from then on.
+ */
+export class SharedStart {
+  private run: Run | undefined;
+  private done = false;
+
+  constructor(private readonly start: (signal: AbortSignal) => Promise<void>) {}
+
+  join(signal: AbortSignal): Promise<void> {
+    if (this.done) return Promise.resolve();
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    const current = this.run;
+    if (current && current.stop.signal.aborted) {
+      // Stopped and still winding down: a new start must not overlap it (both would open the DataSource).
+      const over = current.promise.catch(() => undefined);
+      return untilAborted(over, signal).then(() => this.join(signal));
+    }
+    const run = current ?? this.begin();
+    run.waiters++;
+    return untilAborted(run.promise, signal).finally(() => {
+      run.waiters--;
+      if (run.waiters === 0 && !run.settled) run.stop.abort(new Error('nobody waits for the start any more'));
+    });
+  }
+
+  /** Stops the start under way, if any (the backend closes). */
+  stop(reason: unknown): void {
+    this.run?.stop.abort(reason);
+  }
+
+  private begin(): Run {
+    const stop = new AbortController();
+    const run: Run = {
+      stop,
+      waiters: 0,
+      settled: false,
+      promise: this.start(stop.signal)
+        .then(() => {
+          this.done = true;
+        })
+        .finally(() => {
+          run.settled = true;
+          if (this.run === run) this.run = undefined;
+        }),
+    };
+    // Its failure reaches every waiter; with none left (all gave up), it must not be reported as unhandled.
+    run.promise.catch(() => undefined);
+    this.run = run;
+    return run;
+  }
+}
