@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,6 +8,7 @@ import type { DataSource } from 'typeorm';
 import { LockBackendError } from '../../lib';
 import { TypeOrmLockBackend } from '../../lib/backends/typeorm';
 import { SQLITE_BUSY_INIT_BUDGET_MS } from '../../lib/backends/typeorm/sqlite-busy-retry';
+import { descriptorsOn } from '../support/open-descriptors';
 
 /**
  * Attacks on the SQLite SQLITE_BUSY retry of TypeOrmLockBackend.init (lib/backends/typeorm/sqlite-busy-retry.ts)
@@ -32,19 +33,6 @@ const within = <T>(work: Promise<T>, ms: number): Promise<T | 'timed out'> =>
 /** The backend's own DataSource (private): whether a connection is left open is what these tests look at. */
 const dataSourceOf = (backend: TypeOrmLockBackend): DataSource =>
   (backend as unknown as { dataSource: DataSource }).dataSource;
-
-/** How many descriptors this process has open on `path` (Linux). */
-function descriptorsOn(path: string): number {
-  let count = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) count++;
-    } catch {
-      // the descriptor readdir itself used, closed meanwhile
-    }
-  }
-  return count;
-}
 
 /** In another process: one write with no busy wait at all. Status 0 if nothing holds a lock on the file. */
 function writeFromAnotherProcess(file: string): { status: number | null; stderr: string } {

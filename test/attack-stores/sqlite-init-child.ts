@@ -11,10 +11,11 @@
  *   to `CHILD_FILE.r.log` while it holds it, and closes. Prints `round <r> attempts <a> fds <n>`: how many
  *   connections init opened, and how many descriptors the process has open on the file after it.
  */
-import { appendFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LockService } from '../../lib';
 import { TypeOrmLockBackend } from '../../lib/backends/typeorm';
+import { descriptorsOn } from '../support/open-descriptors';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -27,18 +28,6 @@ let finished = false;
 process.on('exit', () => {
   if (!finished) process.stdout.write('exited before the end\n');
 });
-
-function descriptorsOn(path: string): number {
-  let count = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) count++;
-    } catch {
-      // closed meanwhile (the descriptor readdir itself used)
-    }
-  }
-  return count;
-}
 
 async function script(): Promise<void> {
   const backend = new TypeOrmLockBackend({
