@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { LockBackendError, LockError, type LockEvent } from '../../lib';
+import { LockBackendClosedError, LockBackendError, LockError, type LockEvent } from '../../lib';
 import { RedisProcesses } from '../redis/support/redis-processes';
 import { median, never, Opened, owner, request, sleep, timed, unhandledRejections } from './redis-attack-support';
 
@@ -272,4 +272,37 @@ describe('attack: Redlock with hung nodes (SIGSTOP)', () => {
     expect(done).toBeGreaterThan(10);
     console.log(`chaos: ${done} locked sections in 3 s with 1–2 of 5 nodes hung at a time`);
   }, 20_000);
+
+  describe('init while the node is hung: callers share one start, each with its own signal', () => {
+    it('a caller that gives up is answered at once, and the start goes on for one still waiting', async () => {
+      pause(ports[0]!);
+      const backend = opened.backendOn([ports[0]!], { nodeTimeout: NODE_TIMEOUT });
+      const gaveUp = AbortSignal.timeout(150);
+      const first = timed(() => backend.init(gaveUp));
+      let secondDone = false;
+      const second = backend.init().then(() => {
+        secondDone = true;
+      });
+      const { ms, error } = await first;
+      expect(error).toBe(gaveUp.reason);
+      expect(ms).toBeLessThan(1_000);
+      expect(secondDone).toBe(false);
+      resumeAll();
+      await second;
+      const key = `init-shared:${randomUUID()}`;
+      expect(await backend.acquire(request(key, owner()))).toMatchObject({ acquired: true });
+    });
+
+    it('close() ends the start at once: its callers learn the backend closed', async () => {
+      pause(ports[0]!);
+      const backend = opened.backendOn([ports[0]!], { nodeTimeout: NODE_TIMEOUT });
+      const starting = timed(() => backend.init());
+      await sleep(100);
+      await backend.close();
+      const { ms, error } = await starting;
+      expect(error).toBeInstanceOf(LockBackendClosedError);
+      // Not the init timeout (10 s): close() stopped it.
+      expect(ms).toBeLessThan(2_000);
+    });
+  });
 });

@@ -3,6 +3,7 @@ import { validityMs } from '../../core/backoff';
 import { LockBackendClosedError, LockBackendError, LockConfigurationError } from '../../core/errors';
 import { messages } from '../../core/messages';
 import { NEVER_ABORTED } from '../../core/never-aborted';
+import { SharedStart } from '../../core/shared-start';
 import type {
   AcquireOutcome,
   AcquireRequest,
@@ -102,8 +103,12 @@ export class RedlockBackend implements LockBackend {
   /** Acquire attempts sent so far (see acquire: each has its own number). */
   private attempts = 0;
   private readonly watch: ConnectionWatch;
-  private initialised: Promise<void> | undefined;
-  private ready = false;
+  private readonly starting = new SharedStart((signal) =>
+    this.connect(signal).catch((error: unknown) => {
+      // Whatever step close() interrupted, the callers learn the backend closed.
+      throw this.closing ? this.closedError('connect to Redis') : error;
+    }),
+  );
   private closing: Promise<void> | undefined;
 
   constructor(options: RedlockBackendOptions) {
@@ -124,17 +129,8 @@ export class RedlockBackend implements LockBackend {
   init(signal: AbortSignal = NEVER_ABORTED): Promise<void> {
     // Rejects rather than throws: `void backend.init().catch(report)` must not become an uncaught exception.
     if (this.closing) return Promise.reject(this.closedError('connect to Redis'));
-    if (this.ready) return Promise.resolve();
-    this.initialised ??= this.connect(signal).then(
-      () => {
-        this.ready = true;
-      },
-      (error: unknown) => {
-        this.initialised = undefined;
-        throw error;
-      },
-    );
-    return this.initialised;
+    // Callers at once share one start, each waiting with its own signal; close() stops it (see SharedStart).
+    return this.starting.join(signal);
   }
 
   async ping(signal: AbortSignal): Promise<void> {
@@ -383,6 +379,7 @@ export class RedlockBackend implements LockBackend {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.starting.stop(this.closedError('connect to Redis'));
       this.watch.close();
       for (const node of this.nodes) node.detach();
       await this.withdrawPlaces();
@@ -451,7 +448,7 @@ export class RedlockBackend implements LockBackend {
   private prepared(call: StoreCall, operation: string): Promise<void> | undefined {
     this.assertOpen(operation);
     // Nothing to wait for once initialised: an await would cost each call a promise and a turn of the queue.
-    return this.ready ? undefined : this.init(call.signal);
+    return this.starting.started ? undefined : this.init(call.signal);
   }
 
   private probe(node: RedisNode, i: number, key: string, owner: string, queued = false): Promise<ProbeAnswer> {

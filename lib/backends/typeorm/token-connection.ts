@@ -1,5 +1,6 @@
 import type { DataSource, QueryRunner } from 'typeorm';
-import { BUSY_RETRY_MS, pause, untilAborted } from './abortable';
+import { untilAborted } from '../../core/until-aborted';
+import { BUSY_RETRY_MS, pause } from './abortable';
 import type { Statement } from './dialect';
 import { isConnectionError } from './errors';
 import { connectUnlessAborted, type SqlRunner } from './sql-runner';

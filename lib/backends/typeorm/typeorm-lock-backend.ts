@@ -24,7 +24,7 @@ import { ReleaseListener } from './release-listener';
 import { AdvisoryHold, RowHold } from './session-holds';
 import { SessionLocks } from './session-locks';
 import { SqlRunner } from './sql-runner';
-import { SharedStart } from './shared-start';
+import { SharedStart } from '../../core/shared-start';
 import { retryWhileSqliteBusy, SqliteHandles } from './sqlite-busy-retry';
 
 const DIALECTS: Readonly<Record<SqlDatabase, SqlDialect>> = {

@@ -1,4 +1,4 @@
-import { untilAborted } from './abortable';
+import { untilAborted } from './until-aborted';
 
 interface Run {
   readonly stop: AbortController;
@@ -8,7 +8,7 @@ interface Run {
 }
 
 /**
- * One start of the backend (connect, check the table) shared by every caller of init(), each waiting with its
+ * One start of a backend (connect, check the store) shared by every caller of its init(), each waiting with its
  * own signal: a caller that gives up gets its signal's reason at once, and the start runs on for the others. It
  * is stopped when its last waiter gives up, so no retry outlives every caller, or when the backend closes. A
  * start that failed or was stopped is made afresh by the next init(); one that succeeded makes init() resolve
@@ -20,12 +20,17 @@ export class SharedStart {
 
   constructor(private readonly start: (signal: AbortSignal) => Promise<void>) {}
 
+  /** The start succeeded: init() has nothing left to do. */
+  get started(): boolean {
+    return this.done;
+  }
+
   join(signal: AbortSignal): Promise<void> {
     if (this.done) return Promise.resolve();
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     const current = this.run;
     if (current && current.stop.signal.aborted) {
-      // Stopped and still winding down: a new start must not overlap it (both would open the DataSource).
+      // Stopped and still winding down: a new start must not overlap it (both would open the same connections).
       const over = current.promise.catch(() => undefined);
       return untilAborted(over, signal).then(() => this.join(signal));
     }
