@@ -36,9 +36,8 @@ import {
   type ResolvedRedlockOptions,
 } from './options';
 import { closeClient, RedisNode } from './redis-node';
-import { afterPendingIo } from './schedulers';
 import { scripts } from './scripts';
-import { waitedOnHere, WakeHub, type WakeMark } from './wake-hub';
+import { WakeHub, type WakeMark } from './wake-hub';
 
 /** Bound on init() waiting for connections, beside the caller's signal. */
 const INIT_TIMEOUT_MS = 10_000;
@@ -225,17 +224,13 @@ export class RedlockBackend implements LockBackend {
     const token = this.ledger?.take(id) ?? '';
     const names = this.namesFor(lease.key);
     const handoff = this.options.handoffTimeout;
-    const released = await this.ask(
+    return this.ask(
       'release a lock',
       (node, i) =>
         node.giveBack(names[i]!.keys, [lease.owner, token, '0', handoff, names[i]!.channel]) as Promise<number>,
       judgeConfirmed,
       UNCANCELLED,
     );
-    // A waiter in this process is told its turn as this reply comes. Read it first: the releaser's own next
-    // steps (its next acquire, say) would otherwise run before it, and hold the hand-off up by their length.
-    if (waitedOnHere(names[0]!.channel)) await afterPendingIo();
-    return released;
   }
 
   async extend(lease: LeaseRef, ttl: number, call: StoreCall): Promise<boolean> {

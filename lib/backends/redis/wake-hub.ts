@@ -11,18 +11,6 @@ const OWN_REMEMBERED = 64;
 
 type Listener = (target: string) => void;
 
-/** Waits under way in this process on each key channel, over every hub of every backend: see waitedOnHere. */
-const waitsHere = new Map<string, number>();
-
-/**
- * Whether some wait in this process listens on `channel` now. A release that tells such a waiter its turn is
- * answered at the same moment as the waiter is told, and whichever of the two this process reads first runs
- * first: see RedlockBackend.release.
- */
-export function waitedOnHere(channel: string): boolean {
-  return waitsHere.has(channel);
-}
-
 class Channel {
   readonly listeners = new Set<Listener>();
   /** Messages seen since subscribing; recent[seq % REMEMBERED] is the target of message number seq. */
@@ -129,20 +117,13 @@ export class WakeHub {
   listen(name: string, listener: Listener): { readonly ready: Promise<boolean>; stop(): void } {
     const state = this.channel(name);
     state.listeners.add(listener);
-    waitsHere.set(name, (waitsHere.get(name) ?? 0) + 1);
     if (state.linger) {
       clearTimeout(state.linger);
       state.linger = undefined;
     }
-    let stopped = false;
     return {
       ready: state.ready ?? Promise.resolve(false),
       stop: () => {
-        if (stopped) return;
-        stopped = true;
-        const left = waitsHere.get(name)! - 1;
-        if (left === 0) waitsHere.delete(name);
-        else waitsHere.set(name, left);
         state.listeners.delete(listener);
         if (state.listeners.size === 0 && !this.closed) {
           state.linger = setTimeout(() => this.unsubscribe(name, state), LINGER_MS);

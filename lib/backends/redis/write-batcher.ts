@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import { endOfTick, realEndOfTick } from './schedulers';
 
 /**
  * Commands held at most before a batch is written mid-tick: a batch written whole only at the end of the tick
@@ -7,6 +6,15 @@ import { endOfTick, realEndOfTick } from './schedulers';
  * best (8, 16, 32 and the whole tick tried) with 64 loops on one connection.
  */
 export const MAX_BATCH = 16;
+
+/**
+ * The scheduler that ends a batch, taken when this module loads: a test that fakes timers afterwards
+ * (jest.useFakeTimers() fakes process.nextTick too) would otherwise hold the user's socket corked until its
+ * fake clock moves — their own commands on the shared client included.
+ */
+const endOfTick: (callback: () => void) => void = process.nextTick;
+/** Faked already when this module loaded (@sinonjs/fake-timers marks what it fakes): then nothing is batched. */
+const canBatch = !('clock' in endOfTick);
 
 /** One per client: two backends on one client share its batches, so the cork count stays at one. */
 const batchers = new WeakMap<Redis, WriteBatcher>();
@@ -51,8 +59,7 @@ export class WriteBatcher {
       open.held++;
       return;
     }
-    // Without the real nextTick (faked before this module loaded), a held batch could stay held: no batching.
-    if (!realEndOfTick || stream === undefined || this.client.commandQueue.length === 0) return;
+    if (!canBatch || stream === undefined || this.client.commandQueue.length === 0) return;
     stream.cork();
     const batch = { stream, held: 1 };
     this.open = batch;
