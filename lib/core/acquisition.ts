@@ -41,7 +41,7 @@ export interface AcquisitionTracker {
 
 type RoundResult =
   | { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined }
-  | { readonly busy: KeyPair; readonly outcome: BusyOutcome };
+  | { readonly busy: KeyPair; readonly outcome: BusyOutcome; readonly gaveBack: boolean };
 
 /** One acquire attempt: the request the backend sees is also the call's cancellation. */
 class AcquireCall extends CallControl implements AcquireRequest {
@@ -166,6 +166,14 @@ export class Acquisition {
         const remaining = this.deadline - this.context.clock.now();
         if (remaining <= 0) throw this.fail(busy, lastError);
         const pause = Math.min(remaining, backoffDelay(this.options.retry, attempt), hint(round));
+        if (round?.gaveBack) {
+          // Two callers that each took one key of a set the other needs give them back to each other; where a
+          // release hands a key straight to the first waiter, they swap them round after round, in step, for as
+          // long as they wait. A random pause as long as a round breaks the step: one of them then finds both
+          // keys. (On a clock that does not move, as in tests, a round takes no time and nothing changes.)
+          const roundMs = this.context.clock.now() - roundStartedAt;
+          if (roundMs > 0) await this.sleep(Math.min(remaining, Math.random() * 2 * roundMs));
+        }
         if (round) await this.waitForRelease(round.busy, pause);
         else await this.sleep(pause);
       }
@@ -214,7 +222,7 @@ export class Acquisition {
       if (!outcome.acquired) {
         await this.giveBack(this.takenBefore(step, first));
         this.awaited = key;
-        return { busy: key, outcome };
+        return { busy: key, outcome, gaveBack: step > 0 };
       }
       // The place in line (if any) became the hold: giving the key back withdraws both.
       this.queued?.delete(key.stored);

@@ -390,6 +390,52 @@ describe('Redlock on 1 node: attacks on the direct hand-over', () => {
     expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
     for (const [k, list] of tokens) expect({ k, increasing: increasing(list) }).toEqual({ k, increasing: true });
   }, 20_000);
+
+  it('multi-key locks on 1 node, releases answered a moment late: no two callers swap keys for their whole wait', async () => {
+    // Two callers that each took one key of a set the other needs give them back to each other; a release
+    // hands each key straight to the other, and in step they would swap them until waitTimeout. A release whose
+    // answer this process reads a turn late (a busy event loop) made that common: 1 run of this scenario in 4
+    // stalled. The core's random pause after such a round breaks the step.
+    class LateAnswer extends RedlockBackend {
+      override async release(...args: Parameters<RedlockBackend['release']>): Promise<boolean> {
+        const released = await super.release(...args);
+        await new Promise((resolve) => setImmediate(resolve));
+        return released;
+      }
+    }
+    const sets = (k: readonly string[]) => [
+      [k[0]!, k[1]!],
+      [k[1]!, k[2]!],
+      [k[0]!],
+      [k[0]!, k[1]!, k[2]!],
+      [k[2]!, k[0]!],
+    ];
+    const stalls: unknown[] = [];
+    for (let run = 0; run < 12 && stalls.length === 0; run++) {
+      const services = Array.from({ length: 5 }, () => {
+        const backend = new LateAnswer({ clients: [opened.client(port!)], handoffTimeout: HANDOFF });
+        const locks = opened.service({ backends: { default: backend } });
+        after.push(() => backend.close());
+        return locks;
+      });
+      await Promise.all(services.map((s) => s.init()));
+      const keys = ['a', 'b', 'c'].map((k) => `handoff-late-${k}:${randomUUID()}`);
+      await Promise.all(
+        services.map(async (locks, worker) => {
+          for (let round = 0; round < 8; round++) {
+            await locks
+              .using(sets(keys)[(worker + round) % 5]!, () => sleep(round % 3), {
+                ttl: TTL,
+                waitTimeout: 3_000,
+                retry: SLOW_POLL,
+              })
+              .catch((error: unknown) => stalls.push(error));
+          }
+        }),
+      );
+    }
+    expect(stalls).toEqual([]);
+  }, 60_000);
 });
 
 describe('Redlock on 5 nodes: no direct hand-over', () => {
