@@ -41,7 +41,7 @@ export interface AcquisitionTracker {
 
 type RoundResult =
   | { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined }
-  | { readonly busy: KeyPair; readonly outcome: BusyOutcome; readonly gaveBack: boolean };
+  | { readonly busy: KeyPair; readonly outcome: BusyOutcome; readonly gaveBackHanded: boolean };
 
 /** One acquire attempt: the request the backend sees is also the call's cancellation. */
 class AcquireCall extends CallControl implements AcquireRequest {
@@ -163,17 +163,19 @@ export class Acquisition {
           lastError = undefined;
           await this.withdrawPlacesBut(round.busy, round.outcome);
         }
+        if (round?.gaveBackHanded) {
+          // Two callers that each were handed one key of a set the other needs give them back to each other, and
+          // a store that hands a released key straight to the first waiter hands each to the other: they would
+          // swap them round after round, in step, for as long as they wait. A random pause as long as a round
+          // breaks the step: one of them then finds both keys. (On a clock that does not move, as in tests, a
+          // round takes no time and nothing changes.)
+          const now = this.context.clock.now();
+          const jitter = Math.min(this.deadline - now, Math.random() * 2 * (now - roundStartedAt));
+          if (jitter > 0) await this.sleep(jitter);
+        }
         const remaining = this.deadline - this.context.clock.now();
         if (remaining <= 0) throw this.fail(busy, lastError);
         const pause = Math.min(remaining, backoffDelay(this.options.retry, attempt), hint(round));
-        if (round?.gaveBack) {
-          // Two callers that each took one key of a set the other needs give them back to each other; where a
-          // release hands a key straight to the first waiter, they swap them round after round, in step, for as
-          // long as they wait. A random pause as long as a round breaks the step: one of them then finds both
-          // keys. (On a clock that does not move, as in tests, a round takes no time and nothing changes.)
-          const roundMs = this.context.clock.now() - roundStartedAt;
-          if (roundMs > 0) await this.sleep(Math.min(remaining, Math.random() * 2 * roundMs));
-        }
         if (round) await this.waitForRelease(round.busy, pause);
         else await this.sleep(pause);
       }
@@ -222,7 +224,8 @@ export class Acquisition {
       if (!outcome.acquired) {
         await this.giveBack(this.takenBefore(step, first));
         this.awaited = key;
-        return { busy: key, outcome, gaveBack: step > 0 };
+        // A key handed over by a release (provisional) went back with the others: see run().
+        return { busy: key, outcome, gaveBackHanded: step > 0 && provisionalForMs !== undefined };
       }
       // The place in line (if any) became the hold: giving the key back withdraws both.
       this.queued?.delete(key.stored);

@@ -17,6 +17,8 @@ interface Run {
 export class SharedStart {
   private run: Run | undefined;
   private done = false;
+  /** Set by stop(): the backend closed, and no start may begin again. */
+  private stopReason: { readonly reason: unknown } | undefined;
 
   constructor(private readonly start: (signal: AbortSignal) => Promise<void>) {}
 
@@ -26,6 +28,7 @@ export class SharedStart {
   }
 
   join(signal: AbortSignal): Promise<void> {
+    if (this.stopReason) return Promise.reject(this.stopReason.reason as Error);
     if (this.done) return Promise.resolve();
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     const current = this.run;
@@ -42,8 +45,9 @@ export class SharedStart {
     });
   }
 
-  /** Stops the start under way, if any (the backend closes). */
+  /** Stops the start under way, if any, and every later join fails with `reason` (the backend closes). */
   stop(reason: unknown): void {
+    this.stopReason ??= { reason };
     this.run?.stop.abort(reason);
   }
 
@@ -53,8 +57,11 @@ export class SharedStart {
       stop,
       waiters: 0,
       settled: false,
-      promise: this.start(stop.signal)
+      promise: this.startOn(stop.signal)
         .then(() => {
+          // A start may finish its steps after it was stopped (a step that no longer looks at the signal): it
+          // does not count then, or a caller would learn the backend started after close().
+          if (stop.signal.aborted) throw stop.signal.reason;
           this.done = true;
         })
         .finally(() => {
@@ -66,5 +73,14 @@ export class SharedStart {
     run.promise.catch(() => undefined);
     this.run = run;
     return run;
+  }
+
+  /** The start function's promise; a synchronous throw becomes its rejection. */
+  private startOn(signal: AbortSignal): Promise<void> {
+    try {
+      return this.start(signal);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 }
