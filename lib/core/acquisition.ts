@@ -39,6 +39,9 @@ export interface AcquisitionTracker {
   givingBack(giveBack: Promise<void>): void;
 }
 
+/** The longest random pause after a round that gave back a handed key (see run): a round takes ms, not more. */
+const MAX_SWAP_PAUSE_MS = 100;
+
 type RoundResult =
   | { readonly tokens: bigint[]; readonly provisionalForMs: number | undefined }
   | { readonly busy: KeyPair; readonly outcome: BusyOutcome; readonly gaveBackHanded: boolean };
@@ -167,10 +170,12 @@ export class Acquisition {
           // Two callers that each were handed one key of a set the other needs give them back to each other, and
           // a store that hands a released key straight to the first waiter hands each to the other: they would
           // swap them round after round, in step, for as long as they wait. A random pause as long as a round
-          // breaks the step: one of them then finds both keys. (On a clock that does not move, as in tests, a
-          // round takes no time and nothing changes.)
+          // breaks the step: one of them then finds both keys. Capped: a round slowed by a hung store must not
+          // turn into seconds of pause. (On a clock that does not move, as in tests, a round takes no time and
+          // nothing changes.)
           const now = this.context.clock.now();
-          const jitter = Math.min(this.deadline - now, Math.random() * 2 * (now - roundStartedAt));
+          const longest = Math.min(this.deadline - now, MAX_SWAP_PAUSE_MS, 2 * (now - roundStartedAt));
+          const jitter = Math.random() * longest;
           if (jitter > 0) await this.sleep(jitter);
         }
         const remaining = this.deadline - this.context.clock.now();

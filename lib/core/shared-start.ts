@@ -58,12 +58,19 @@ export class SharedStart {
       waiters: 0,
       settled: false,
       promise: this.startOn(stop.signal)
-        .then(() => {
-          // A start may finish its steps after it was stopped (a step that no longer looks at the signal): it
-          // does not count then, or a caller would learn the backend started after close().
-          if (stop.signal.aborted) throw stop.signal.reason;
-          this.done = true;
-        })
+        .then(
+          () => {
+            // A start may finish its steps after it was stopped (a step that no longer looks at the signal): it
+            // does not count then, or a caller would learn the backend started after close().
+            if (stop.signal.aborted) throw stop.signal.reason;
+            this.done = true;
+          },
+          (error: unknown) => {
+            // Whatever step stop() interrupted, the callers learn why it was stopped (the backend closed), not
+            // how that step failed.
+            throw this.stopReason ? this.stopReason.reason : error;
+          },
+        )
         .finally(() => {
           run.settled = true;
           if (this.run === run) this.run = undefined;

@@ -135,6 +135,27 @@ describe('attack: the random pause after a multi-key round that gave keys back (
     await Promise.all([locks.close(), holderService.close()]);
   });
 
+  it('a slow round (400 ms, a hung store) pauses 100 ms at most, not twice its length', async () => {
+    random = jest.spyOn(Math, 'random').mockReturnValue(0.999);
+    const { clock, backend, locks, holderService } = setup(400);
+    backend.slowTimes = 0;
+    const holder = await holderService.acquire('b', { ttl: TTL });
+    backend.slowTimes = 1;
+    const taking = locks.acquire(['a', 'b'], { ttl: TTL, waitTimeout: 10_000, retry: SLOW_POLL });
+    const result = track(taking);
+    await untilRoundOver(clock, backend);
+    expect(backend.waits).toBe(0); // in the pause
+    await clock.advance(100);
+    await settle(clock);
+    // Waiting for b now: the pause was capped (uncapped it would run 799 ms).
+    expect(backend.waits).toBe(1);
+    await holder.release();
+    await settle(clock);
+    expect(result.state()).toBe('resolved');
+    await (await taking).release();
+    await Promise.all([locks.close(), holderService.close()]);
+  });
+
   it('the caller signal ends the pause at once, and the key given back stays free', async () => {
     random = jest.spyOn(Math, 'random').mockReturnValue(0.999);
     const { clock, backend, locks, holderService } = setup(400);

@@ -102,12 +102,8 @@ export class RedlockBackend implements LockBackend {
   /** Acquire attempts sent so far (see acquire: each has its own number). */
   private attempts = 0;
   private readonly watch: ConnectionWatch;
-  private readonly starting = new SharedStart((signal) =>
-    this.connect(signal).catch((error: unknown) => {
-      // Whatever step close() interrupted, the callers learn the backend closed.
-      throw this.closing ? this.closedError('connect to Redis') : error;
-    }),
-  );
+  /** close() stops it with the closed error: a start it interrupts fails with that. */
+  private readonly starting = new SharedStart((signal) => this.connect(signal));
   private closing: Promise<void> | undefined;
 
   constructor(options: RedlockBackendOptions) {

@@ -51,12 +51,8 @@ export class TypeOrmLockBackend implements LockBackend {
   private readonly locks: ModeLocks;
   private readonly listener?: ReleaseListener;
   private readonly connection = new ConnectionState();
-  private readonly starting = new SharedStart((signal) =>
-    this.initialise(signal).catch((error: unknown) => {
-      // Whatever step close() interrupted, the caller learns the backend closed, not how that step failed.
-      throw this.closed ? closedError('start') : error;
-    }),
-  );
+  /** close() stops it with the closed error: a start it interrupts fails with that. */
+  private readonly starting = new SharedStart((signal) => this.initialise(signal));
   private readonly sqliteHandles = new SqliteHandles();
   private closed = false;
 
